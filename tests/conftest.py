@@ -1,0 +1,55 @@
+"""Session-wide tiny models and data, built offline once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests never download: fail fast instead of hanging on a hub request.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tiny_models  # noqa: E402  (tests/ is on sys.path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_st(tiny_dir) -> Path:
+    """English bi-encoder teacher: sentence-transformers folder, hidden 32."""
+    return tiny_models.build_sentence_transformer(tiny_dir / "teacher_st", hidden=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_dir) -> Path:
+    return tiny_models.build_cross_encoder(tiny_dir / "cross_encoder", hidden=32, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_teacher(tiny_dir) -> Path:
+    return tiny_models.build_hf_encoder(tiny_dir / "hf_teacher", hidden=32, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_dir) -> Path:
+    return tiny_models.build_clip(tiny_dir / "clip", hidden=32, projection_dim=16, seed=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_dir) -> Path:
+    """Multilingual student stand-in: a plain HF encoder, hidden 24 (≠ teacher's 32)."""
+    return tiny_models.build_hf_encoder(tiny_dir / "student", hidden=24, seed=5)
+
+
+@pytest.fixture()
+def bitext_tsv(tmp_path) -> Path:
+    path = tmp_path / "pairs.tsv"
+    shutil.copy(tiny_models.BITEXT_VI, path)
+    return path
