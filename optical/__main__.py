@@ -1,0 +1,3 @@
+from optical.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Teachers, the student and where their weights come from."""

@@ -1,0 +1,36 @@
+"""Where models come from: a local folder, a packaged offline model, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from optical.errors import OpticalError
+
+PACKAGED_PREFIX = "packaged:"
+
+
+def default_cache_dir() -> Path:
+    """`$OPTICAL_CACHE`, else `~/.cache/optical`."""
+    return Path(os.environ.get("OPTICAL_CACHE", Path.home() / ".cache" / "optical"))
+
+
+def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
+    """Turn a model spec into something `from_pretrained` / `SentenceTransformer` accept.
+
+    - an existing local path is returned as is;
+    - `packaged:NAME` is materialised once into the cache and its folder returned;
+    - anything else is taken as a Hugging Face hub id and returned unchanged.
+    """
+    if not spec or not isinstance(spec, str):
+        raise OpticalError(f"model spec must be a non-empty string, got {spec!r}")
+    if spec.startswith(PACKAGED_PREFIX):
+        from optical.models import packaged
+
+        return str(packaged.prepare(spec[len(PACKAGED_PREFIX):], cache_dir or default_cache_dir()))
+    path = Path(spec).expanduser()
+    if path.exists():
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise OpticalError(f"model path does not exist: {spec}")
+    return spec
