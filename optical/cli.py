@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +23,19 @@ def fail(message: str) -> None:
     """Print one line to stderr and exit 2: the only way user errors leave the CLI."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def handles_errors(fn):
+    """Turn an OpticalError raised inside a command into one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OpticalError as err:
+            fail(str(err))
+
+    return wrapper
 
 
 def main() -> None:
