@@ -1,0 +1,51 @@
+"""OPTICAL token-level optimal-transport distillation loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from optical.losses.base import DistillBatch
+from optical.ot import cost_matrix, sinkhorn, uniform_masses
+
+
+class TokenOTLoss(nn.Module):
+    r"""⟨T, C⟩_F between the teacher's English tokens and the student's tokens, batch mean.
+
+    Per pair: C_ij = cost(teacher_token_i, student_token_j) ([B, n, m]), T the entropic OT
+    plan with the tokens' masses as marginals (uniform or IDF; padding has zero mass),
+    loss_b = Σ_ij T_ij C_ij. The student learns to place, for every English token, a
+    matching token state where the teacher put it, without a word alignment.
+
+    `gradient="envelope"`: T is solved without autograd and treated as a constant, so the
+    gradient reaches the student through C only (cheap, memory-flat, the usual choice);
+    `"unrolled"`: autograd runs through every Sinkhorn iteration.
+
+    Reference: Huang et al., "Improving Cross-lingual Information Retrieval on
+    Low-Resource Languages via Optimal Transport Distillation" (OPTICAL), WSDM 2023.
+    """
+
+    def __init__(self, epsilon: float = 0.05, rho: float | None = None, max_iter: int = 100,
+                 tol: float = 1e-4, cost: str = "cosine", gradient: str = "envelope"):
+        super().__init__()
+        if gradient not in ("envelope", "unrolled"):
+            raise ValueError(f"gradient must be 'envelope' or 'unrolled', got {gradient!r}")
+        self.epsilon, self.rho, self.max_iter, self.tol = epsilon, rho, max_iter, tol
+        self.cost, self.gradient = cost, gradient
+        self.last_iterations = 0
+
+    def forward(self, batch: DistillBatch) -> torch.Tensor:
+        teacher = batch.teacher_tokens.float()
+        student = batch.student_tokens.float()
+        a = batch.teacher_masses if batch.teacher_masses is not None else uniform_masses(batch.teacher_mask)
+        b = batch.student_masses if batch.student_masses is not None else uniform_masses(batch.student_mask)
+        cost = cost_matrix(teacher, student, self.cost)
+        if self.gradient == "envelope":
+            with torch.no_grad():
+                result = sinkhorn(cost.detach(), a, b, self.epsilon, self.rho, self.max_iter, self.tol)
+            plan = result.plan
+        else:
+            result = sinkhorn(cost, a, b, self.epsilon, self.rho, self.max_iter, self.tol)
+            plan = result.plan
+        self.last_iterations = result.iterations
+        return (plan * cost).sum(dim=(1, 2)).mean()

@@ -1,0 +1,417 @@
+"""Recipes: YAML → frozen dataclasses, with dotted overrides and errors that name the key.
+
+A recipe holds everything a distillation run needs. Files are written out in full (no
+inheritance); every section below has defaults, so a recipe names only what it changes
+and `default_recipe()` builds one from CLI flags alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from optical.errors import OpticalError, where
+
+TEACHER_DEFAULTS = {
+    "clip": "openai/clip-vit-base-patch32",
+    "sentence-transformers": "sentence-transformers/all-MiniLM-L6-v2",
+    "cross-encoder": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    "hf": "bert-base-uncased",
+}
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    kind: Literal["sentence-transformers", "clip", "cross-encoder", "hf"] = "sentence-transformers"
+    model: str | None = None  # None: the kind's default (TEACHER_DEFAULTS)
+    max_length: int = 128
+    layer: int = -1  # hidden layer whose token states are transported (-1 = last)
+
+    @property
+    def model_spec(self) -> str:
+        return self.model or TEACHER_DEFAULTS[self.kind]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    model: str = "xlm-roberta-base"
+    max_length: int = 128
+    prefix: str = ""  # prepended to every student input (e5 models expect "query: ")
+
+
+@dataclass(frozen=True)
+class BitextConfig:
+    path: str | None = None  # TSV or JSONL file; or None with hf_name
+    format: Literal["auto", "tsv", "jsonl", "hf"] = "auto"
+    hf_name: str | None = None
+    hf_config: str | None = None
+    hf_split: str = "train"
+    en_column: str = "en"
+    other_column: str | None = None  # None: the recipe's language code
+    max_pairs: int | None = None
+    heldout: int = 200  # pairs kept out of training for progress checks
+    on_bad_line: Literal["skip", "error"] = "skip"
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str
+    weight: float = 1.0
+    params: dict = field(default_factory=dict)  # constructor arguments of the loss
+
+
+@dataclass(frozen=True)
+class OTConfig:
+    epsilon: float = 0.05
+    max_iter: int = 100
+    tol: float = 1e-4
+    rho: float | None = None  # None: balanced; a number: KL-relaxed marginals
+    cost: Literal["cosine", "sqeuclidean"] = "cosine"
+    masses: Literal["uniform", "idf"] = "uniform"
+    gradient: Literal["envelope", "unrolled"] = "envelope"
+    drop_special_tokens: bool = True  # [CLS]/[SEP]/<s> carry no translatable content
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    method: Literal["ridge", "procrustes", "none"] = "ridge"
+    pairs: int = 4096
+    ridge: float = 1.0  # L2 regularisation of the least-squares fit
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 2e-5
+    head_lr: float | None = None  # learning rate of the projection head (None: lr)
+    batch_size: int = 32
+    grad_accum: int = 1
+    steps: int | None = None  # overrides epochs when set; 0 = warm start only
+    epochs: float = 1.0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    checkpoint_every: int = 500
+    eval_every: int = 100
+    teacher_cache: bool = True
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    task: str = "beir"
+    path: str | None = None
+    split: str = "test"
+    metrics: tuple[str, ...] = ("nDCG@10", "AP@100", "RR@10", "R@10", "R@100")
+    query_encoder: str = "teacher"
+    doc_encoder: str = "student"
+    max_corpus: int | None = None
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    nlist: int = 1024
+    nprobe: int = 16
+    hnsw_m: int = 32
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "distill"
+    lang: str = "vi"
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    bitext: BitextConfig = BitextConfig()
+    loss: tuple[LossTerm, ...] = (LossTerm("token_ot", 1.0), LossTerm("mse", 1.0))
+    ot: OTConfig = OTConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    output_dir: str = "runs/distill"
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        if isinstance(value, LossTerm):
+            return {"name": value.name, "weight": value.weight, **value.params}
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _key_lines(node: yaml.Node, prefix: str = "", out: dict | None = None) -> dict[str, int]:
+    """Map dotted keys to 1-based line numbers from a composed YAML node tree."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            out[key] = key_node.start_mark.line + 1
+            _key_lines(value_node, key + ".", out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[f"{prefix}{i}"] = item.start_mark.line + 1
+            _key_lines(item, f"{prefix}{i}.", out)
+    return out
+
+
+class _Context:
+    """Where values come from, so errors can name file, line and key."""
+
+    def __init__(self, path: str | None, lines: dict[str, int] | None = None):
+        self.path, self.lines = path, lines or {}
+
+    def error(self, key: str, message: str) -> OpticalError:
+        line = self.lines.get(key)
+        while line is None and "." in key:
+            key_parent = key.rsplit(".", 1)[0]
+            line = self.lines.get(key_parent)
+            if line is not None:
+                break
+            key = key_parent
+        return OpticalError(f"{where(self.path or '<recipe>', line)}: {message}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, ctx: _Context) -> Any:
+    """Check `value` against type `tp` (converting where unambiguous) or raise naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, ctx)
+            except OpticalError:
+                continue
+        raise ctx.error(key, f"{key}: expected {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ctx.error(key, f"{key}: expected {_describe(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "2e-5" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    elif origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, item_tp, f"{key}.{i}", ctx) for i, v in enumerate(value))
+    raise ctx.error(key, f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str, ctx: _Context) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ctx.error(prefix, f"{prefix or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise ctx.error(f"{prefix}{key}", f"{prefix}{key}: unknown key{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp, value, key = hints[name], data[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key + ".", ctx)
+        elif name == "loss" and cls is Recipe:
+            kwargs[name] = _build_loss_terms(value, key, ctx)
+        else:
+            kwargs[name] = _coerce(value, tp, key, ctx)
+    return cls(**kwargs)
+
+
+def parse_loss_spec(text: str) -> list[dict]:
+    """`token_ot:1.0,mse:0.5` → [{'name': 'token_ot', 'weight': 1.0}, ...] (CLI shorthand)."""
+    terms = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, weight = part.partition(":")
+        terms.append({"name": name.strip(), "weight": weight.strip() or 1.0})
+    return terms
+
+
+def _build_loss_terms(value: Any, key: str, ctx: _Context) -> tuple[LossTerm, ...]:
+    from optical.losses import LOSSES, check_loss_params
+
+    if isinstance(value, str):
+        value = parse_loss_spec(value)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ctx.error(key, f"{key}: expected a non-empty list of loss terms, got {value!r}")
+    terms = []
+    for i, item in enumerate(value):
+        item_key = f"{key}.{i}"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or "name" not in item:
+            raise ctx.error(item_key, f"{item_key}: expected a mapping with 'name', got {item!r}")
+        name = item["name"]
+        if name not in LOSSES:
+            raise ctx.error(item_key, f"{item_key}.name: unknown loss {name!r} (known: {', '.join(LOSSES)})")
+        weight = _coerce(item.get("weight", 1.0), float, f"{item_key}.weight", ctx)
+        params = {k: v for k, v in item.items() if k not in ("name", "weight")}
+        problem = check_loss_params(name, params)
+        if problem:
+            raise ctx.error(item_key, f"{item_key}: {problem}")
+        terms.append(LossTerm(name, weight, params))
+    return tuple(terms)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=2e-5` → ('train.lr', 2e-05). Values are read as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise OpticalError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=2e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def recipe_from_dict(data: dict, overrides: list[str] = (), path: str | None = None,
+                     lines: dict[str, int] | None = None) -> Recipe:
+    """Validate a plain dict (as read from YAML) plus `KEY=VALUE` overrides into a Recipe."""
+    data = dict(data or {})
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    ctx = _Context(path, lines)
+    recipe = _build(Recipe, data, "", ctx)
+    _check_consistency(recipe, ctx)
+    return recipe
+
+
+def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
+    t = recipe.train
+    for key, value in (("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
+                       ("ot.max_iter", recipe.ot.max_iter)):
+        if value < 1:
+            raise ctx.error(key, f"{key}: must be at least 1, got {value}")
+    if t.steps is not None and t.steps < 0:
+        raise ctx.error("train.steps", f"train.steps: must be >= 0, got {t.steps}")
+    if recipe.ot.epsilon <= 0:
+        raise ctx.error("ot.epsilon", f"ot.epsilon: must be > 0, got {recipe.ot.epsilon}")
+    if recipe.ot.rho is not None and recipe.ot.rho <= 0:
+        raise ctx.error("ot.rho", f"ot.rho: must be > 0 or null, got {recipe.ot.rho}")
+    if t.lr <= 0:
+        raise ctx.error("train.lr", f"train.lr: must be > 0, got {t.lr}")
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe YAML file; every problem is one OpticalError line naming file, line, key."""
+    path = Path(path)
+    if not path.is_file():
+        raise OpticalError(f"{path}: recipe file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(err, "problem", None) or str(err)
+        raise OpticalError(f"{where(path, line)}: invalid YAML: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise OpticalError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    lines = _key_lines(node) if node is not None else {}
+    return recipe_from_dict(data or {}, overrides, str(path), lines)
+
+
+def default_recipe(teacher: str | None = None, teacher_model: str | None = None, lang: str | None = None,
+                   bitext: str | None = None, student: str | None = None, out: str | None = None,
+                   overrides: list[str] = ()) -> Recipe:
+    """A recipe from CLI flags alone (`optical distill --teacher clip --lang vi ...`)."""
+    data: dict = {}
+    if lang:
+        data["lang"] = lang
+        data["name"] = f"{lang}-distill"
+    if teacher:
+        data["teacher"] = {"kind": teacher}
+        if teacher_model:
+            data["teacher"]["model"] = teacher_model
+    if bitext:
+        data["bitext"] = {"path": bitext}
+    if student:
+        data["student"] = {"model": student}
+    if out:
+        data["output_dir"] = out
+    return recipe_from_dict(data, overrides, path="<flags>")
+
+
+def replace(recipe: Recipe, **changes) -> Recipe:
+    return dataclasses.replace(recipe, **changes)
