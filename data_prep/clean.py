@@ -50,6 +50,12 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+def normalize_space(text: str) -> str:
+    """NFC-normalise and collapse whitespace only (for text a real HTML parser produced,
+    where a literal "<" is content, not a tag)."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
 def length_ratio(a: str, b: str, smoothing: int = 5) -> float:
     """Ratio of the longer to the shorter side in characters, smoothed for short strings.
 

@@ -1,0 +1,242 @@
+"""Query and document encoders for evaluation, and the on-disk corpus embedding cache.
+
+An encoder is anything with ``encode(texts, batch_size, show_progress) -> [n, dim]``
+float32 and a ``name``; here each also carries ``identity``, a string that changes
+whenever its weights change (the embedding cache key).
+
+Encoder specs (``--query-encoder`` / ``--doc-encoder``): ``student`` (the run's student),
+``teacher`` (the run's teacher, from ``recipe.yaml``, or ``--teacher``), or any model
+spec that :func:`optical.models.sources.resolve_model` accepts (a sentence-transformers
+folder, a hub id, ``packaged:NAME``), so baselines go through the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optical.errors import OpticalError, where
+
+
+def folder_identity(path: str | Path) -> str:
+    """Hash of every file's relative path, size and mtime under ``path`` (or of one file).
+
+    Cheap even for GB-sized weights, and changes whenever a checkpoint is rewritten.
+    """
+    path = Path(path)
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat.st_size}|"
+                      f"{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(spec: str, resolved: str) -> str:
+    """``spec@hash`` for local folders; the hub id itself otherwise (a revision pins it)."""
+    return f"{spec}@{folder_identity(resolved)}" if Path(resolved).exists() else spec
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model; ``role`` picks its query or document prompt, if any."""
+
+    def __init__(self, spec: str, role: str = "document", max_length: int | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        from optical.models.sources import resolve_model
+
+        resolved = resolve_model(spec)
+        try:
+            self.model = SentenceTransformer(resolved)
+        except OSError as err:
+            raise OpticalError(f"cannot load sentence-transformers model {spec!r}: "
+                               f"{str(err).splitlines()[0]}") from None
+        if max_length:
+            self.model.max_seq_length = max_length
+        if self.model.device.type == "cuda":
+            self.model.half()  # fp16 halves memory and time on GPU; CPUs gain nothing from it
+        self.role = role
+        self.name = spec
+        self.identity = model_identity(spec, resolved)
+
+    def with_role(self, role: str) -> "SentenceTransformerEncoder":
+        """Same weights, other side (shares the loaded model)."""
+        twin = object.__new__(SentenceTransformerEncoder)
+        twin.__dict__.update(self.__dict__, role=role)
+        return twin
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        encode = self.model.encode_query if self.role == "query" else self.model.encode_document
+        return encode(list(texts), batch_size=batch_size, show_progress_bar=show_progress,
+                      convert_to_numpy=True, normalize_embeddings=True)
+
+
+class TeacherEncoder:
+    """Adapter around ``optical.models.teacher.load_teacher`` objects (CLIP, cross-encoder, …)."""
+
+    def __init__(self, kind: str, model: str, max_length: int | None):
+        from optical.models import teacher as teacher_module  # lazy: heavy, and optional here
+        from optical.models.sources import resolve_model
+
+        self.teacher = (teacher_module.load_teacher(kind, model, max_length) if max_length
+                        else teacher_module.load_teacher(kind, model))
+        self.name = getattr(self.teacher, "name", f"{kind}:{model}")
+        try:
+            resolved = resolve_model(model)
+        except OpticalError:
+            resolved = model
+        self.identity = f"{kind}:{model_identity(model, resolved)}:{max_length}"
+
+    def with_role(self, role: str) -> "TeacherEncoder":
+        return self
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self.teacher.encode(list(texts), batch_size=batch_size, show_progress=False)
+
+
+def encode_texts(encoder, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    """Encode ``texts`` → ``[n, dim]`` float32, L2-normalised, in the input order.
+
+    Texts are sorted by length so each batch pads to similar lengths, then fed in chunks
+    of a few batches so one progress bar covers any encoder.
+    """
+    from tqdm.auto import tqdm
+
+    if not texts:
+        raise OpticalError("nothing to encode (empty text list)")
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    chunk = batch_size * 8
+    parts = []
+    for start in tqdm(range(0, len(texts), chunk), desc=f"encode {encoder.name}", unit="chunk",
+                      disable=not show_progress):
+        part = [texts[i] for i in order[start:start + chunk]]
+        parts.append(np.asarray(encoder.encode(part, batch_size=batch_size, show_progress=False),
+                                dtype=np.float32))
+    sorted_vectors = np.concatenate(parts)
+    vectors = np.empty_like(sorted_vectors)
+    vectors[order] = sorted_vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def cache_key(encoder, texts: dict[str, str]) -> str:
+    """Hash of the encoder's identity and role with the ids and texts it encodes."""
+    from optical.data.tasks import content_hash
+
+    role = getattr(encoder, "role", "document")
+    return hashlib.sha256(f"{encoder.identity}|{role}|{content_hash(texts)}".encode()).hexdigest()[:24]
+
+
+def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_size: int = 64,
+                  show_progress: bool = False) -> np.ndarray:
+    """Encode a corpus (id → text), reusing ``<cache_dir>/<key>.npy`` when present.
+
+    The key hashes the encoder's identity and role with the corpus ids and texts, so a
+    retrained model or a changed (or perturbed) corpus never hits a stale file.
+    """
+    if cache_dir is None:
+        return encode_texts(encoder, list(texts.values()), batch_size, show_progress)
+    path = Path(cache_dir) / f"{cache_key(encoder, texts)}.npy"
+    if path.is_file():
+        vectors = np.load(path, allow_pickle=False)
+        if len(vectors) == len(texts):
+            return vectors
+    vectors = encode_texts(encoder, list(texts.values()), batch_size, show_progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors, allow_pickle=False)
+    tmp.replace(path)  # atomic: a killed run never leaves a truncated cache entry
+    return vectors
+
+
+# ------------------------------------------------------------------ runs and their models
+
+@dataclass
+class TeacherConfig:
+    kind: str
+    model: str
+    max_length: int | None = None
+
+
+@dataclass
+class RunModels:
+    """What ``--student`` points to: the student folder and, for a run dir, its teacher."""
+
+    student: str | None
+    teacher: TeacherConfig | None
+
+
+def resolve_run(student: str | Path | None) -> RunModels:
+    """A run directory (``student/`` + ``recipe.yaml``) or a sentence-transformers folder."""
+    if student is None:
+        return RunModels(None, None)
+    path = Path(student)
+    if not path.exists():
+        raise OpticalError(f"{path}: student run directory or model folder not found")
+    if (path / "student").is_dir():
+        recipe = path / "recipe.yaml"
+        return RunModels(str(path / "student"), _read_teacher(recipe) if recipe.is_file() else None)
+    if (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return RunModels(str(path), None)
+    raise OpticalError(f"{path}: neither a run directory (student/, recipe.yaml) nor a "
+                       f"sentence-transformers folder (modules.json)")
+
+
+def _read_teacher(recipe: Path) -> TeacherConfig:
+    import yaml
+
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise OpticalError(f"{where(recipe, mark.line + 1 if mark else None)}: invalid YAML") from None
+    section = data.get("teacher") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise OpticalError(f"{where(recipe, None, 'teacher')}: missing section")
+    for key in ("kind", "model"):
+        if not section.get(key):
+            raise OpticalError(f"{where(recipe, None, 'teacher.' + key)}: missing")
+    max_length = section.get("max_length")
+    return TeacherConfig(str(section["kind"]), str(section["model"]),
+                         int(max_length) if max_length else None)
+
+
+def load_teacher_encoder(config: TeacherConfig):
+    if config.kind in ("sentence-transformers", "sentence_transformers", "st"):
+        return SentenceTransformerEncoder(config.model, max_length=config.max_length)
+    return TeacherEncoder(config.kind, config.model, config.max_length)
+
+
+class EncoderFactory:
+    """Turns ``student`` / ``teacher`` / model specs into encoders, loading each model once."""
+
+    def __init__(self, student: str | Path | None = None, teacher: str | None = None):
+        self.run = resolve_run(student)
+        if teacher:  # --teacher overrides (or supplies) the recipe's teacher
+            self.run.teacher = TeacherConfig("sentence-transformers", teacher)
+        self._loaded: dict[str, object] = {}
+
+    def get(self, spec: str, role: str):
+        """Encoder for ``spec`` on side ``role`` (``query`` or ``document``)."""
+        if spec not in self._loaded:
+            self._loaded[spec] = self._load(spec)
+        return self._loaded[spec].with_role(role)
+
+    def has_teacher(self) -> bool:
+        return self.run.teacher is not None
+
+    def _load(self, spec: str):
+        if spec == "student":
+            if self.run.student is None:
+                raise OpticalError("encoder 'student' needs --student RUN_DIR or MODEL_FOLDER")
+            return SentenceTransformerEncoder(self.run.student)
+        if spec == "teacher":
+            if self.run.teacher is None:
+                raise OpticalError("encoder 'teacher' needs --student RUN_DIR with a recipe.yaml "
+                                   "teacher section, or --teacher MODEL")
+            return load_teacher_encoder(self.run.teacher)
+        return SentenceTransformerEncoder(spec)

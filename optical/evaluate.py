@@ -1,0 +1,194 @@
+"""Evaluation: encode → index → search → metrics (ir-measures) → metrics.json / report.md / runs.
+
+:func:`evaluate` is what ``optical eval`` calls. For each task it scores the clean run,
+then (optionally) the English side of the corpus through the teacher (language gap) and
+each seeded perturbation (robustness), and writes everything under ``out``:
+
+- ``metrics.json``: settings and, per task, metrics, query counts, gap, perturbation drops;
+- ``report.md``: the same as markdown tables;
+- ``run.<task>.trec`` (plus ``run.<task>.<variant>.trec`` for gap/perturbation runs);
+- ``per_query.json``: ``{label: {metric: {qid: value}}}``, the input of ``--compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
+from optical.data.tasks import RetrievalTask, load_task
+from optical.encoders import EncoderFactory, cache_key, encode_cached, encode_texts
+from optical.errors import OpticalError
+from optical.index import build_index, load_index, parse_index_spec, save_index, search
+from optical.metrics import compute, parse_metrics, search_depth, write_trec_run
+from optical.perturb import parse_perturbation
+
+PERTURB_SIDES = ("queries", "docs", "both")
+
+
+def retrieve(queries: dict[str, str], corpus: dict[str, str], query_encoder, doc_encoder, k: int,
+             index_spec=None, cache_dir: Path | None = None, batch_size: int = 64,
+             show_progress: bool = False) -> dict[str, dict[str, float]]:
+    """Dense retrieval: top-``k`` docs per query → run ``{qid: {docid: score}}``.
+
+    Corpus embeddings (and non-flat indexes, whose training is the slow part) are cached
+    under ``cache_dir``; query embeddings are cheap and never cached.
+    """
+    spec = parse_index_spec(index_spec)
+    doc_ids = list(corpus)
+    index = None
+    index_path = None
+    if cache_dir is not None and spec.kind != "flat":
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", str(spec))
+        index_path = Path(cache_dir) / f"{cache_key(doc_encoder, corpus)}.{slug}.faiss"
+        if index_path.is_file():
+            index = load_index(index_path, spec)
+    if index is None:
+        doc_vectors = encode_cached(doc_encoder, corpus, cache_dir, batch_size, show_progress)
+        index = build_index(doc_vectors, spec)
+        if index_path is not None:
+            save_index(index, index_path)
+    query_ids = list(queries)
+    query_vectors = encode_texts(query_encoder, list(queries.values()), batch_size, show_progress)
+    scores, rows = search(index, query_vectors, k)
+    run: dict[str, dict[str, float]] = {}
+    for qid, score_row, id_row in zip(query_ids, scores, rows):
+        run[qid] = {doc_ids[i]: float(s) for s, i in zip(score_row, id_row) if i >= 0}
+    return run
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+class _Scorer:
+    """Runs one retrieval variant, scores it and keeps its per-query values and run file."""
+
+    def __init__(self, measures, k, index_spec, cache_dir, batch_size, show_progress, out):
+        self.measures, self.k, self.index_spec = measures, k, index_spec
+        self.cache_dir, self.batch_size, self.show_progress, self.out = cache_dir, batch_size, show_progress, out
+        self.per_query: dict[str, dict] = {}
+
+    def __call__(self, label: str, task: RetrievalTask, queries, corpus, q_enc, d_enc) -> dict[str, float]:
+        run = retrieve(queries, corpus, q_enc, d_enc, min(self.k, len(corpus)), self.index_spec,
+                       self.cache_dir, self.batch_size, self.show_progress)
+        means, per_query = compute(self.measures, task.qrels, run)
+        self.per_query[label] = per_query
+        if self.out is not None:
+            write_trec_run(run, self.out / f"run.{_slug(label)}.trec")
+        return means
+
+
+def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | None = None,
+             split: str | None = None, student: str | Path | None = None, teacher: str | None = None,
+             query_encoder: str = "student", doc_encoder: str = "student",
+             metrics: list[str] | str | None = None, out: str | Path | None = None,
+             max_corpus: int | None = None, index: str | None = "flat",
+             perturb: list[str] | tuple[str, ...] = (), perturb_side: str = "queries",
+             batch_size: int = 64, seed: int = 0, cache_dir: str | Path | None = None,
+             queries_lang: str = "target", show_progress: bool = False,
+             tasks: list[RetrievalTask] | None = None) -> dict:
+    """Evaluate one model setting on a task; returns the metrics.json content (a dict).
+
+    ``query_encoder`` / ``doc_encoder``: ``student``, ``teacher`` or any model spec.
+    ``tasks`` bypasses loading (library use with in-memory tasks).
+    """
+    if perturb_side not in PERTURB_SIDES:
+        raise OpticalError(f"--perturb-side must be one of {', '.join(PERTURB_SIDES)}, got {perturb_side!r}")
+    if batch_size <= 0:
+        raise OpticalError("--batch-size must be positive")
+    perturbations = {spec: parse_perturbation(spec, seed) for spec in perturb}
+    index_spec = parse_index_spec(index)
+    if tasks is None:
+        tasks = load_task(task, path=path, lang=lang, split=split, max_corpus=max_corpus, seed=seed,
+                          queries_lang=queries_lang)
+    if metrics is None and task in TASK_DEFAULT_METRICS:
+        metrics = TASK_DEFAULT_METRICS[task]
+    measures = parse_metrics(metrics)
+    if cache_dir is None:
+        from optical.models.sources import default_cache_dir
+
+        cache_dir = default_cache_dir() / "embeddings"
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    encoders = EncoderFactory(student, teacher)
+    score = _Scorer(measures, search_depth(measures), index_spec, Path(cache_dir), batch_size,
+                    show_progress, out_dir)
+    results: dict[str, dict] = {}
+    for item in tasks:
+        q_spec, d_spec = (doc_encoder, query_encoder) if item.swap_encoders else (query_encoder, doc_encoder)
+        q_enc, d_enc = encoders.get(q_spec, "query"), encoders.get(d_spec, "document")
+        clean = score(item.name, item, item.queries, item.corpus, q_enc, d_enc)
+        entry: dict = dict(metrics=clean, n_queries=len(item.queries), n_unjudged=len(item.unjudged),
+                           corpus_size=len(item.corpus), query_encoder=q_spec, doc_encoder=d_spec)
+        if item.corpus_en is not None and encoders.has_teacher():
+            english = score(f"{item.name}[en]", item, item.queries, item.corpus_en,
+                            encoders.get("teacher", "query"), encoders.get("teacher", "document"))
+            entry["english"] = english
+            entry["language_gap"] = {m: english[m] - clean[m] for m in clean}
+        elif item.corpus_en is not None:
+            entry["language_gap_skipped"] = "no teacher (use --student RUN_DIR or --teacher MODEL)"
+        perturbed = {}
+        for spec, change in perturbations.items():
+            queries, corpus = item.queries, item.corpus
+            if perturb_side in ("queries", "both"):
+                queries = {q: change(t) for q, t in queries.items()}
+            if perturb_side in ("docs", "both"):
+                corpus = {d: change(t) for d, t in corpus.items()}
+            values = score(f"{item.name}[{spec}]", item, queries, corpus, q_enc, d_enc)
+            perturbed[spec] = dict(side=perturb_side, metrics=values,
+                                   drop={m: clean[m] - values[m] for m in clean})
+        if perturbed:
+            entry["perturbed"] = perturbed
+        results[item.name] = entry
+
+    report = dict(settings=dict(task=task, path=str(path) if path else None, lang=lang, split=split,
+                                student=str(student) if student else None, teacher=teacher,
+                                query_encoder=query_encoder, doc_encoder=doc_encoder,
+                                metrics=[str(m) for m in measures], index=str(index_spec),
+                                max_corpus=max_corpus, perturb=list(perturb), perturb_side=perturb_side,
+                                seed=seed),
+                  tasks=results)
+    if out_dir is not None:
+        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+        (out_dir / "per_query.json").write_text(json.dumps(score.per_query, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
+        (out_dir / "report.md").write_text(format_report(report), encoding="utf-8")
+    return report
+
+
+def format_report(report: dict) -> str:
+    """Markdown: one table per task (clean, English/gap, perturbations/drops)."""
+    settings = report["settings"]
+    names = settings["metrics"]
+    lines = ["# optical eval", "",
+             f"query encoder: `{settings['query_encoder']}`, doc encoder: `{settings['doc_encoder']}`, "
+             f"student: `{settings['student']}`, index: `{settings['index']}`", ""]
+
+    def row(label: str, values: dict, signed: bool = False) -> str:
+        cells = [f"{values[m]:+.4f}" if signed else f"{values[m]:.4f}" for m in names]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    for name, entry in report["tasks"].items():
+        lines += [f"## {name}", "",
+                  f"{entry['n_queries']} judged queries, {entry['n_unjudged']} unjudged (not scored), "
+                  f"{entry['corpus_size']} documents; queries → `{entry['query_encoder']}`, "
+                  f"documents → `{entry['doc_encoder']}`", "",
+                  "| run | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
+                  row("target", entry["metrics"])]
+        if "english" in entry:
+            lines += [row("English corpus (teacher)", entry["english"]),
+                      row("gap (English − target)", entry["language_gap"], signed=True)]
+        for spec, variant in entry.get("perturbed", {}).items():
+            lines += [row(f"{spec} ({variant['side']})", variant["metrics"]),
+                      row(f"drop ({spec})", variant["drop"], signed=True)]
+        if "language_gap_skipped" in entry:
+            lines += ["", f"Language gap skipped: {entry['language_gap_skipped']}."]
+        lines.append("")
+    return "\n".join(lines)

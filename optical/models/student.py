@@ -1,0 +1,154 @@
+"""The multilingual student: HF encoder → mean pooling → linear head into the teacher's space.
+
+The student is a sentence-transformers model built from three modules (Transformer,
+mean Pooling, Dense with identity activation), so a saved student is an ordinary
+sentence-transformers folder: `SentenceTransformer(path).encode(...)` gives exactly the
+embeddings `Student.encode` gives. The same linear head maps token states for the
+token-level OT loss; because mean pooling and the head are both linear, the sentence
+embedding is the mean of the projected token states.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from optical.errors import OpticalError
+from optical.models.sources import resolve_model
+
+
+def st_modules():
+    """sentence-transformers' module classes (moved in v6; keep older releases working)."""
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models as modules
+    return modules
+
+
+class Student(nn.Module):
+    """Student encoder with its projection head.
+
+    | method | returns |
+    |---|---|
+    | tokenize(texts) | dict of [B, m] tensors |
+    | forward(features) | token_states [B, m, D], sentence [B, D] (both projected) |
+    | encode(texts) | np.ndarray [N, D], L2-normalised |
+    """
+
+    def __init__(self, model, prefix: str = ""):
+        super().__init__()
+        self.model = model
+        self.prefix = prefix
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def create(cls, spec: str, output_dim: int, max_length: int = 128, prefix: str = "",
+               cache_dir: Path | None = None) -> "Student":
+        """A fresh student from any HF encoder (hub id, path, packaged:NAME); head = identity/zero-padded."""
+        from sentence_transformers import SentenceTransformer
+
+        modules = st_modules()
+        path = resolve_model(spec, cache_dir)
+        try:
+            word = modules.Transformer(path, max_seq_length=max_length)
+        except OSError as err:
+            raise OpticalError(f"cannot load student model {spec!r}: {str(err).splitlines()[0]}") from None
+        hidden = word.get_embedding_dimension() if hasattr(word, "get_embedding_dimension") \
+            else word.get_word_embedding_dimension()
+        pool = modules.Pooling(hidden, pooling_mode="mean")
+        # Identity-like start (the warm start replaces it with a fitted map).
+        weight = torch.eye(output_dim, hidden)
+        head = modules.Dense(hidden, output_dim, bias=True, activation_function=nn.Identity(),
+                             init_weight=weight, init_bias=torch.zeros(output_dim))
+        kwargs = {}
+        if prefix:
+            kwargs = dict(prompts={"default": prefix}, default_prompt_name="default")
+        st = SentenceTransformer(modules=[word, pool, head], device="cpu", **kwargs)
+        st.max_seq_length = max_length
+        return cls(st, prefix)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Student":
+        """Load a saved student folder (a sentence-transformers folder with a Dense head)."""
+        from sentence_transformers import SentenceTransformer
+
+        path = Path(path)
+        if (path / "student").is_dir():  # a run directory
+            path = path / "student"
+        if not (path / "modules.json").is_file():
+            raise OpticalError(f"{path}: not a student folder (no modules.json)")
+        st = SentenceTransformer(str(path), device="cpu")
+        prefix = (st.prompts or {}).get(st.default_prompt_name or "", "") if st.default_prompt_name else ""
+        student = cls(st, prefix)
+        student.head  # validates the layout
+        return student
+
+    # ----------------------------------------------------------------- parts
+    @property
+    def transformer(self) -> nn.Module:
+        return self.model[0]
+
+    @property
+    def head(self) -> nn.Linear:
+        last = self.model[len(self.model) - 1]
+        if not hasattr(last, "linear"):
+            raise OpticalError("student has no projection head (last module is not Dense)")
+        return last.linear
+
+    @property
+    def tokenizer(self):
+        return self.transformer.tokenizer
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.head.in_features
+
+    @property
+    def output_dim(self) -> int:
+        return self.head.out_features
+
+    @property
+    def max_length(self) -> int:
+        return self.model.max_seq_length
+
+    def prefix_length(self) -> int:
+        """How many tokens the prefix adds after the first special token (masked out of OT)."""
+        if not self.prefix:
+            return 0
+        return len(self.tokenizer(self.prefix, add_special_tokens=False)["input_ids"])
+
+    # ----------------------------------------------------------------- compute
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        texts = [self.prefix + t for t in texts]
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    def hidden_states(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unprojected last-layer token states [B, m, hidden]."""
+        model = self.transformer.auto_model
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        inputs = {k: v for k, v in features.items() if k in names}
+        return model(**inputs).last_hidden_state
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected token states [B, m, D] and sentence embedding [B, D] (mean over real tokens)."""
+        hidden = self.hidden_states(features)
+        mask = features["attention_mask"].to(hidden.dtype).unsqueeze(-1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return self.head(hidden), self.head(pooled)
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=show_progress,
+                                 convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """Write a sentence-transformers folder (safetensors weights)."""
+        path = Path(path)
+        self.model.save(str(path), safe_serialization=True)
+        return path
+
+
