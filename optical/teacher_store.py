@@ -1,0 +1,114 @@
+"""Teacher outputs for the English side, computed once and cached on disk.
+
+The teacher is frozen, so its token states for a sentence never change: later epochs and
+later runs with the same teacher, data and max length read them from a safetensors file
+instead of running the teacher again.
+
+On disk (`<cache>/teacher/<key>.safetensors`):
+
+| tensor | shape | meaning |
+|---|---|---|
+| tokens | [total_tokens, D] fp16 | every sentence's token states, concatenated |
+| input_ids | [total_tokens] int64 | their token ids (for masks and IDF masses) |
+| offsets | [N + 1] int64 | sentence i owns rows offsets[i]:offsets[i+1] |
+| sentence | [N, D] fp32 | sentence embeddings |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from optical.models.teacher import Teacher, TeacherOutput
+
+
+def store_key(teacher: Teacher, sentences: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(teacher.fingerprint().encode())
+    for s in sentences:
+        digest.update(s.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+class TeacherStore:
+    """Teacher outputs for a fixed list of sentences, addressable by sentence index."""
+
+    def __init__(self, tokens: torch.Tensor, input_ids: torch.Tensor, offsets: torch.Tensor, sentence: torch.Tensor):
+        self.tokens, self.input_ids, self.offsets, self.sentence = tokens, input_ids, offsets, sentence
+
+    def __len__(self) -> int:
+        return len(self.sentence)
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, teacher: Teacher, sentences: list[str], batch_size: int = 64,
+              show_progress: bool = True) -> "TeacherStore":
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # less padding
+        per_tokens: list = [None] * len(sentences)
+        per_ids: list = [None] * len(sentences)
+        sentence_out = None
+        for start in tqdm(range(0, len(order), batch_size), disable=not show_progress, desc="teacher states"):
+            idx = order[start:start + batch_size]
+            out = teacher(teacher.tokenize([sentences[i] for i in idx]))
+            if sentence_out is None:
+                sentence_out = torch.zeros(len(sentences), out.sentence.shape[-1])
+            sentence_out[idx] = out.sentence.float().cpu()
+            lengths = out.attention_mask.sum(1).tolist()
+            for row, i in enumerate(idx):
+                per_tokens[i] = out.token_states[row, : lengths[row]].to(torch.float16).cpu()
+                per_ids[i] = out.input_ids[row, : lengths[row]].cpu()
+        offsets = torch.zeros(len(sentences) + 1, dtype=torch.long)
+        offsets[1:] = torch.tensor([len(t) for t in per_ids]).cumsum(0)
+        return cls(torch.cat(per_tokens), torch.cat(per_ids).long(), offsets, sentence_out)
+
+    def save(self, path: Path) -> None:
+        """Atomic: write a temporary file next to `path`, then rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
+                       "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> "TeacherStore":
+        data = load_file(str(path))
+        return cls(data["tokens"], data["input_ids"], data["offsets"], data["sentence"])
+
+    @classmethod
+    def cached(cls, teacher: Teacher, sentences: list[str], cache_dir: Path | None, batch_size: int = 64,
+               show_progress: bool = True) -> tuple["TeacherStore", bool]:
+        """Load from `cache_dir` when present, else build (and save when `cache_dir` is set).
+        Returns (store, was_cached)."""
+        path = cache_dir / "teacher" / f"{store_key(teacher, sentences)}.safetensors" if cache_dir else None
+        if path is not None and path.is_file():
+            return cls.load(path), True
+        store = cls.build(teacher, sentences, batch_size, show_progress)
+        if path is not None:
+            store.save(path)
+        return store, False
+
+    def batch(self, indices: list[int], device: torch.device | str = "cpu") -> TeacherOutput:
+        """Padded TeacherOutput for sentences `indices`: tokens [B, n, D] (fp32)."""
+        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in indices]
+        n, dim = max(lengths), self.tokens.shape[1]
+        tokens = torch.zeros(len(indices), n, dim)
+        ids = torch.zeros(len(indices), n, dtype=torch.long)
+        mask = torch.zeros(len(indices), n, dtype=torch.bool)
+        for row, (i, length) in enumerate(zip(indices, lengths)):
+            start = int(self.offsets[i])
+            tokens[row, :length] = self.tokens[start:start + length].float()
+            ids[row, :length] = self.input_ids[start:start + length]
+            mask[row, :length] = True
+        return TeacherOutput(tokens.to(device), mask.to(device), self.sentence[indices].to(device), ids.to(device))

@@ -1,0 +1,326 @@
+"""The distillation loop: recipe → trained student on disk.
+
+One code path for CPU, one GPU and many GPUs (accelerate; `accelerate launch -m optical
+distill ...`). Per optimizer step: teacher states for the English side (from the on-disk
+cache), student states for the other side, the recipe's weighted losses, AdamW with warmup
+and linear decay, gradient clipping; bf16 autocast on CUDA only. Every `eval_every` steps a
+held-out slice of the bitext is scored and logged to `log.jsonl`; every `checkpoint_every`
+steps an atomic checkpoint is written; a NaN/inf loss stops the run with the last good
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from optical.checkpoint import (atomic_write_text, latest_checkpoint, load_trainer_state, restore_optimizer,
+                                save_checkpoint)
+from optical.data.bitext import read_bitext, split_heldout
+from optical.errors import OpticalError
+from optical.losses import DistillBatch, build_objective
+from optical.models.sources import default_cache_dir
+from optical.models.student import Student
+from optical.models.teacher import Teacher, load_teacher
+from optical.ot.masses import document_frequencies, idf_masses, idf_table
+from optical.recipe import Recipe
+from optical.teacher_store import TeacherStore
+from optical.warm_start import warm_start
+
+
+@dataclass
+class DistillResult:
+    run_dir: Path
+    student_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    heldout: dict = field(default_factory=dict)
+    warm_start: dict | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def special_token_mask(input_ids: torch.Tensor, special_ids: set[int]) -> torch.Tensor:
+    """True where input_ids [B, n] holds a special token ([CLS], [SEP], <s>, </s>, pad)."""
+    if not special_ids:
+        return torch.zeros_like(input_ids, dtype=torch.bool)
+    ids = torch.tensor(sorted(special_ids), device=input_ids.device)
+    return torch.isin(input_ids, ids)
+
+
+def ot_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: set[int], drop_special: bool,
+            prefix_length: int = 0) -> torch.Tensor:
+    """Tokens that take part in OT: real, not special (optionally), not the prompt prefix.
+    Falls back to all real tokens for a row that would otherwise be empty."""
+    mask = attention_mask.bool()
+    if drop_special:
+        mask = mask & ~special_token_mask(input_ids, special_ids)
+    if prefix_length:
+        mask[:, 1:1 + prefix_length] = False
+    empty = ~mask.any(1)
+    if empty.any():
+        mask[empty] = attention_mask.bool()[empty]
+    return mask
+
+
+def choose_precision(precision: str, device: torch.device) -> str:
+    """accelerate's mixed_precision: bf16/fp16 only on CUDA; CPU always runs fp32."""
+    if device.type != "cuda":
+        return "no"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+@torch.no_grad()
+def heldout_metrics(student: Student, pairs: list[tuple[str, str]], teacher_sentences: torch.Tensor,
+                    batch_size: int = 64) -> dict[str, float]:
+    """Translation retrieval accuracy@1 both ways, the OPTICAL setting (teacher English query →
+    student document), and sentence MSE to the teacher, on held-out pairs."""
+    if not pairs:
+        return {}
+    was_training = student.training
+    student.eval()
+    device = student.head.weight.device
+    other_raw, english_raw = [], []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        for texts, out in (([p[1] for p in chunk], other_raw), ([p[0] for p in chunk], english_raw)):
+            features = {k: v.to(device) for k, v in student.tokenize(texts).items()}
+            out.append(student(features)[1].float().cpu())
+    student.train(was_training)
+    other, english = torch.cat(other_raw), torch.cat(english_raw)
+    teacher = teacher_sentences.float().cpu()
+    target = torch.arange(len(pairs))
+
+    def accuracy(queries, docs):
+        scores = F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T
+        return float((scores.argmax(1) == target).float().mean())
+
+    return {
+        "acc_other_to_en": accuracy(other, english),
+        "acc_en_to_other": accuracy(english, other),
+        "acc_teacher_en_to_other": accuracy(teacher, other),
+        "mse_to_teacher": float(F.mse_loss(other, teacher)),
+        "cosine_to_teacher": float(F.cosine_similarity(other, teacher, dim=-1).mean()),
+    }
+
+
+def _log(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
+            cache_dir: Path | None = None) -> DistillResult:
+    """Run the recipe; write `<output_dir>/student/`, `recipe.yaml`, `metrics.json`, `log.jsonl`."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    cfg = recipe.train
+    target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = Accelerator(mixed_precision=choose_precision(cfg.precision, target), cpu=target.type == "cpu")
+    device, main = accelerator.device, accelerator.is_main_process
+    set_seed(cfg.seed)
+    run_dir = Path(recipe.output_dir)
+    cache_dir = cache_dir or default_cache_dir()
+    progress = show_progress and main
+
+    def say(text: str) -> None:
+        if progress:
+            tqdm.write(text)
+
+    # -- data
+    b = recipe.bitext
+    bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
+                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs)
+    say(bitext.summary())
+    train_pairs, heldout = split_heldout(bitext.pairs, b.heldout, cfg.seed)
+    if not train_pairs:
+        raise OpticalError(f"{bitext.source}: no training pairs left after holding out {len(heldout)}")
+
+    # -- models
+    teacher: Teacher = load_teacher(recipe.teacher.kind, recipe.teacher.model, recipe.teacher.max_length,
+                                    recipe.teacher.layer, device=device)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        say(f"no checkpoint in {run_dir}; starting from scratch")
+    if checkpoint is not None:
+        student = Student.load(checkpoint / "student")
+        say(f"resuming from {checkpoint}")
+    else:
+        student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
+                                 recipe.student.prefix, cache_dir)
+    student.to(device)
+
+    # -- teacher states (computed once; cached on disk across runs)
+    english = [p[0] for p in train_pairs] + [p[0] for p in heldout]
+    store_dir = cache_dir if cfg.teacher_cache else None
+    if main:
+        store, was_cached = TeacherStore.cached(teacher, english, store_dir, show_progress=progress)
+        say("teacher states: " + ("read from cache" if was_cached else f"computed for {len(english)} sentences"))
+    accelerator.wait_for_everyone()
+    if not main:
+        store, _ = TeacherStore.cached(teacher, english, store_dir, show_progress=False)
+    heldout_teacher = store.sentence[len(train_pairs):]
+
+    # -- warm start: fit the head in closed form before step 1
+    warm_report = None
+    ws = recipe.warm_start
+    if checkpoint is None and ws.method != "none":
+        n = min(ws.pairs, len(train_pairs))
+        warm_report = warm_start(student, train_pairs[:n], store.sentence[:n], ws.method, ws.ridge,
+                                 ws.batch_size, show_progress=progress).as_dict()
+        say(f"warm start ({ws.method}, {n} pairs): held-out cosine to teacher "
+            f"{warm_report['heldout_cosine_before']:.3f} → {warm_report['heldout_cosine_after']:.3f}")
+
+    # -- objective and token masses
+    objective = build_objective(recipe.loss, recipe.ot)
+    teacher_special = set(teacher.tokenizer.all_special_ids)
+    student_special = set(student.tokenizer.all_special_ids)
+    prefix_length = student.prefix_length()
+    teacher_idf = student_idf = None
+    if recipe.ot.masses == "idf":
+        df, n_sent = document_frequencies(
+            store.input_ids[store.offsets[i]:store.offsets[i + 1]].tolist() for i in range(len(train_pairs)))
+        teacher_idf = idf_table(df, n_sent, len(teacher.tokenizer))
+        df, n_sent = document_frequencies(student.tokenizer([p[1] for p in train_pairs])["input_ids"])
+        student_idf = idf_table(df, n_sent, len(student.tokenizer))
+
+    # -- schedule
+    world = accelerator.num_processes
+    micro = cfg.batch_size
+    pairs_per_step = micro * cfg.grad_accum * world
+    total_steps = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * len(train_pairs) / pairs_per_step))
+    head_params = list(student.head.parameters())
+    head_ids = {id(p) for p in head_params}
+    body_params = [p for p in student.parameters() if id(p) not in head_ids and p.requires_grad]
+    decay = cfg.weight_decay
+    optimizer = torch.optim.AdamW([
+        {"params": body_params, "lr": cfg.lr, "weight_decay": decay},
+        {"params": head_params, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
+    ])
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(1, total_steps))
+    start_step = 0
+    if checkpoint is not None:
+        state, tensors = load_trainer_state(checkpoint)
+        restore_optimizer(optimizer, tensors, state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        start_step = state["step"]
+    model, optimizer = accelerator.prepare(student, optimizer)
+
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
+    log_path = run_dir / "log.jsonl"
+
+    # -- one micro-batch
+    n_train = len(train_pairs)
+    batches_per_epoch = max(1, n_train // (micro * world))
+
+    def micro_batch_indices(k: int) -> list[int]:
+        epoch, position = divmod(k, batches_per_epoch)
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        start = (position * world + accelerator.process_index) * micro
+        chunk = order[start:start + micro]
+        return chunk if chunk else order[:micro]
+
+    def compute_loss(indices: list[int]):
+        t = store.batch(indices, device)
+        t_mask = ot_mask(t.input_ids, t.attention_mask, teacher_special, recipe.ot.drop_special_tokens)
+        features = {k: v.to(device) for k, v in student.tokenize([train_pairs[i][1] for i in indices]).items()}
+        s_tokens, s_sentence = model(features)
+        s_mask = ot_mask(features["input_ids"], features["attention_mask"], student_special,
+                         recipe.ot.drop_special_tokens, prefix_length)
+        s_sentence_en = None
+        if objective.needs_english_student:
+            en_features = {k: v.to(device) for k, v in student.tokenize([train_pairs[i][0] for i in indices]).items()}
+            s_sentence_en = model(en_features)[1]
+        batch = DistillBatch(
+            teacher_tokens=t.token_states, teacher_mask=t_mask, teacher_sentence=t.sentence,
+            student_tokens=s_tokens, student_mask=s_mask, student_sentence=s_sentence,
+            student_sentence_en=s_sentence_en,
+            teacher_masses=idf_masses(t.input_ids, t_mask, teacher_idf) if teacher_idf is not None else None,
+            student_masses=idf_masses(features["input_ids"], s_mask, student_idf) if student_idf is not None else None,
+        )
+        return objective(batch)
+
+    # -- train
+    losses: list[float] = []
+    last_checkpoint = checkpoint
+    model.train()
+    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc="distill", unit="step")
+    started = time.perf_counter()
+    for step in range(start_step + 1, total_steps + 1):
+        step_loss, parts_sum = 0.0, {}
+        for accum in range(cfg.grad_accum):
+            k = (step - 1) * cfg.grad_accum + accum
+            with accelerator.autocast():
+                loss, parts = compute_loss(micro_batch_indices(k))
+            if not torch.isfinite(loss):
+                where_ok = last_checkpoint or "none written yet"
+                raise OpticalError(f"loss became {float(loss)} at step {step} ({parts}); stopped. "
+                                   f"Last good checkpoint: {where_ok}. Try a lower train.lr or a larger ot.epsilon")
+            if accum < cfg.grad_accum - 1:
+                with accelerator.no_sync(model):
+                    accelerator.backward(loss / cfg.grad_accum)
+            else:
+                accelerator.backward(loss / cfg.grad_accum)
+            step_loss += float(loss) / cfg.grad_accum
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.grad_accum
+        if cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        elapsed = time.perf_counter() - started
+        rate = (step - start_step) * pairs_per_step / max(elapsed, 1e-9)
+        bar.set_postfix(loss=f"{step_loss:.4f}", pairs_s=f"{rate:.1f}")
+        bar.update(1)
+        if main:
+            _log(log_path, {"step": step, "loss": step_loss, **parts_sum, "lr": scheduler.get_last_lr()[0],
+                            "pairs_per_s": rate})
+        if cfg.eval_every and step % cfg.eval_every == 0 and main and heldout:
+            metrics = heldout_metrics(accelerator.unwrap_model(model), heldout, heldout_teacher)
+            _log(log_path, {"step": step, "heldout": metrics})
+            say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+            accelerator.wait_for_everyone()
+            if main:
+                last_checkpoint = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                                                  {"loss": step_loss})
+    bar.close()
+
+    # -- final student
+    accelerator.wait_for_everyone()
+    final = accelerator.unwrap_model(model)
+    student_dir = run_dir / "student"
+    metrics = {}
+    if main:
+        final.save(student_dir)
+        metrics = heldout_metrics(final, heldout, heldout_teacher)
+        summary = {"steps": total_steps, "pairs": len(bitext.pairs), "train_pairs": n_train,
+                   "heldout_pairs": len(heldout), "skipped_lines": len(bitext.bad),
+                   "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+                   "warm_start": warm_report, "heldout": metrics,
+                   "seconds": round(time.perf_counter() - started, 2)}
+        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+        _log(log_path, {"step": total_steps, "heldout": metrics, "final": True})
+        say(f"student saved to {student_dir}")
+    return DistillResult(run_dir, student_dir, total_steps, losses, metrics, warm_report)

@@ -1,0 +1,95 @@
+r"""Closed-form warm start of the student's projection head.
+
+Before the first gradient step, fit the head W, b so that the student's pooled states land
+on the teacher's sentence embeddings:
+
+    ridge:       min_{W,b} Σ ||x W + b − y||² + λ ||W||²      W = (X̃ᵀX̃ + λI)⁻¹ X̃ᵀỸ
+    procrustes:  min_{W: WᵀW = I, s, b} Σ ||s x W + b − y||²  W = U Vᵀ from X̃ᵀỸ = U Σ Vᵀ
+
+(X̃, Ỹ centred). Rows x are the student's mean-pooled hidden states of both sides of a pair
+(the other language and the English), y the teacher's embedding of the English side, so
+one map serves both languages. Measured on help-page CLIR (issue 7): the map alone moves
+nDCG@10 from 0.02 to 0.57, where a short fine-tune from unaligned spaces reaches 0.11.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+@dataclass
+class WarmStartReport:
+    method: str
+    pairs: int
+    heldout_cosine_before: float
+    heldout_cosine_after: float
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, ridge: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, h], y [N, D] → W [h, D], b [D] minimising ||xW + b − y||² + ridge·||W||² (float64 solve)."""
+    x, y = x.double(), y.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    w = torch.linalg.solve(gram, xc.T @ yc)
+    return w.float(), (y_mean - x_mean @ w).float()
+
+
+def fit_procrustes(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, h], y [N, D] → W = s·Q [h, D] (Q with orthonormal rows/columns, s ≥ 0 a scale), b [D]."""
+    x, y = x.double(), y.double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    u, s, vh = torch.linalg.svd(xc.T @ yc, full_matrices=False)
+    q = u @ vh
+    scale = s.sum() / (xc * xc).sum().clamp_min(1e-12)
+    w = scale * q
+    return w.float(), (y_mean - x_mean @ w).float()
+
+
+def mean_cosine(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return float(F.cosine_similarity(pred.float(), target.float(), dim=-1).mean())
+
+
+@torch.no_grad()
+def pooled_student_states(student, texts: list[str], batch_size: int, device, show_progress: bool = False) -> torch.Tensor:
+    """Mean-pooled unprojected student states [N, hidden] (float32, on CPU)."""
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="warm start: student"):
+        features = {k: v.to(device) for k, v in student.tokenize(texts[start:start + batch_size]).items()}
+        hidden = student.hidden_states(features).float()
+        mask = features["attention_mask"].unsqueeze(-1).float()
+        chunks.append(((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)).cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def warm_start(student, pairs: list[tuple[str, str]], teacher_sentences: torch.Tensor, method: str = "ridge",
+               ridge: float = 1.0, batch_size: int = 64, heldout_fraction: float = 0.1,
+               show_progress: bool = False) -> WarmStartReport:
+    """Fit `student.head` in closed form on `pairs` ([(en, other)]) against the teacher's
+    English sentence embeddings `teacher_sentences` [N, D]; report held-out cosine."""
+    device = student.head.weight.device
+    n = len(pairs)
+    n_held = max(1, int(n * heldout_fraction)) if n >= 10 else 0
+    other = pooled_student_states(student, [p[1] for p in pairs], batch_size, device, show_progress)
+    english = pooled_student_states(student, [p[0] for p in pairs], batch_size, device, show_progress)
+    target = teacher_sentences.float().cpu()
+    fit_x = torch.cat([other[n_held:], english[n_held:]])
+    fit_y = torch.cat([target[n_held:], target[n_held:]])
+    head = student.head
+    w_old, b_old = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
+    held_x, held_y = (other[:n_held], target[:n_held]) if n_held else (other, target)
+    before = mean_cosine(held_x @ w_old.T + b_old, held_y)
+    w, b = fit_procrustes(fit_x, fit_y) if method == "procrustes" else fit_ridge(fit_x, fit_y, ridge)
+    head.weight.copy_(w.T.to(head.weight))
+    head.bias.copy_(b.to(head.bias))
+    after = mean_cosine(held_x @ w + b, held_y)
+    return WarmStartReport(method, n, before, after)

@@ -1,0 +1,219 @@
+"""Metrics by hand, perturbations, compare, and `optical eval` end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optical.cli import app
+from optical.compare import compare_runs, permutation_test
+from optical.errors import OpticalError
+from optical.metrics import compute, parse_metrics, read_trec_run, search_depth, write_trec_run
+from optical.perturb import parse_perturbation, strip_diacritics, typos
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------ metrics
+
+def test_metrics_match_hand_computation(tmp_path):
+    qrels = {"q1": {"d1": 1, "d2": 1}, "q2": {"d3": 2, "d4": 1}, "q3": {"d7": 1}}
+    run = {"q1": {"d5": 0.9, "d1": 0.8, "d6": 0.7, "d2": 0.6},  # relevant at ranks 2 and 4
+           "q2": {"d4": 0.9, "d3": 0.5}}  # grade 1 at rank 1, grade 2 at rank 2; q3 missed entirely
+    means, per_query = compute(parse_metrics(["nDCG@10", "AP@100", "RR@10", "R@1", "R@10"]), qrels, run)
+    ndcg_q1 = (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    ndcg_q2 = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))  # trec_eval gains are the grades
+    assert per_query["nDCG@10"]["q1"] == pytest.approx(ndcg_q1)
+    assert per_query["nDCG@10"]["q2"] == pytest.approx(ndcg_q2)
+    assert per_query["AP@100"]["q1"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert per_query["AP@100"]["q2"] == pytest.approx(1.0)
+    assert per_query["RR@10"] == pytest.approx({"q1": 0.5, "q2": 1.0, "q3": 0.0})
+    assert per_query["R@1"] == pytest.approx({"q1": 0.0, "q2": 0.5, "q3": 0.0})
+    # Missed queries count as 0 in the mean (3 queries, not 2).
+    assert means["nDCG@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 3)
+    assert means["RR@10"] == pytest.approx(0.5)
+    assert list(means) == ["nDCG@10", "AP@100", "RR@10", "R@1", "R@10"]
+    path = write_trec_run(run, tmp_path / "run.trec")
+    assert path.read_text().splitlines()[0] == "q1 Q0 d5 1 0.900000 optical"
+    assert read_trec_run(path) == run
+
+
+def test_metric_names_and_depth():
+    assert search_depth(parse_metrics("nDCG@10,R@100")) == 100
+    assert search_depth(parse_metrics(["RR"])) == 1000
+    with pytest.raises(OpticalError, match="unknown metric 'nDGC@10'"):
+        parse_metrics(["nDGC@10"])
+    with pytest.raises(OpticalError, match="unknown metric 'P@'"):
+        parse_metrics(["P@"])
+
+
+# ------------------------------------------------------------------------- perturbations
+
+def test_strip_diacritics_vietnamese():
+    assert strip_diacritics("Con mèo ngủ") == "Con meo ngu"
+    assert strip_diacritics("Đường đi") == "Duong di"
+    assert strip_diacritics("Tôi uống cà phê nóng mỗi sáng.") == "Toi uong ca phe nong moi sang."
+
+
+def test_typos_are_seeded_and_rate_bounded():
+    text = "the quick brown fox jumps over the lazy dog " * 5
+    once, again = typos(text, 0.1, seed=3), typos(text, 0.1, seed=3)
+    assert once == again and once != text and typos(text, 0.1, seed=4) != once
+    assert typos(text, 0.0) == text
+    assert parse_perturbation("lowercase")("ÀB") == "àb"
+    for bad in ("typos", "typos:2", "shout"):
+        with pytest.raises(OpticalError, match="--perturb"):
+            parse_perturbation(bad)
+
+
+# ------------------------------------------------------------------------------- compare
+
+def test_compare_toy_runs(tmp_path):
+    for name, values in {"a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.2, 0.1, 0.3],
+                         "b": [0.5, 0.6, 0.6, 0.9, 0.8, 0.7, 0.4, 0.7]}.items():
+        (tmp_path / name).mkdir()
+        per = {"toy": {"nDCG@10": {f"q{i}": v for i, v in enumerate(values)}, "only_" + name: {"q0": 1.0}}}
+        (tmp_path / name / "per_query.json").write_text(json.dumps(per))
+    [row] = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert row["metric"] == "nDCG@10" and row["n"] == 8
+    assert row["diff"] == pytest.approx(0.3875)
+    assert row["p_ttest"] < 0.001 and row["p_perm"] < 0.01
+    same = np.array([0.2, 0.4, 0.6])
+    assert permutation_test(same, same) == 1.0
+    result = runner.invoke(app, ["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "| toy | nDCG@10 | 8 | 0.2625 | 0.6500 | +0.3875 |" in result.output
+
+
+# ---------------------------------------------------------------- end to end on tiny models
+
+PAIRS = [line.split("\t") for line in
+         (Path(__file__).parent / "fixtures" / "bitext_vi.tsv").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture()
+def beir_folder(tmp_path) -> Path:
+    """English queries, Vietnamese corpus (+ English corpus_en), one mate each, one unjudged query."""
+    folder = tmp_path / "toy"
+    (folder / "qrels").mkdir(parents=True)
+    pairs = PAIRS[:12]
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for i, (_, vi) in enumerate(pairs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": vi}, ensure_ascii=False) + "\n")
+    with (folder / "corpus_en.jsonl").open("w", encoding="utf-8") as f:
+        for i, (en, _) in enumerate(pairs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": en}) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as f:
+        for i, (en, _) in enumerate(pairs):
+            f.write(json.dumps({"_id": f"q{i}", "text": en}) + "\n")
+    lines = [f"q{i}\td{i}\t1" for i in range(len(pairs) - 1)]  # last query left unjudged
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture()
+def run_dir(tmp_path, tiny_teacher_st, monkeypatch) -> Path:
+    monkeypatch.setenv("OPTICAL_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_st, run / "student")
+    (run / "recipe.yaml").write_text(
+        f"teacher:\n  kind: sentence-transformers\n  model: {tiny_teacher_st}\n  max_length: 64\n")
+    return run
+
+
+def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
+    out = tmp_path / "out"
+    args = ["eval", "--task", "beir", "--path", str(beir_folder), "--student", str(run_dir),
+            "--query-encoder", "teacher", "--doc-encoder", "student", "--out", str(out),
+            "--perturb", "strip-diacritics", "--perturb-side", "docs"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "metrics.json").read_text())
+    toy = report["tasks"]["toy"]
+    assert list(toy["metrics"]) == ["nDCG@10", "AP@100", "RR@10", "R@10", "R@100"]
+    assert toy["n_queries"] == 11 and toy["n_unjudged"] == 1 and toy["corpus_size"] == 12
+    assert all(0.0 <= v <= 1.0 for v in toy["metrics"].values())
+    assert toy["metrics"]["R@100"] == 1.0  # 12 documents: every mate is retrieved
+    assert set(toy["language_gap"]) == set(toy["metrics"])
+    drop = toy["perturbed"]["strip-diacritics"]["drop"]["nDCG@10"]
+    assert drop == pytest.approx(toy["metrics"]["nDCG@10"] - toy["perturbed"]["strip-diacritics"]["metrics"]["nDCG@10"])
+    lines = (out / "run.toy.trec").read_text().splitlines()
+    assert len(lines) == 11 * 12 and lines[0].split()[1] == "Q0"
+    assert (out / "run.toy-en.trec").is_file() and (out / "run.toy-strip-diacritics.trec").is_file()
+    per_query = json.loads((out / "per_query.json").read_text())
+    assert set(per_query) == {"toy", "toy[en]", "toy[strip-diacritics]"}
+    assert len(per_query["toy"]["nDCG@10"]) == 11
+    markdown = (out / "report.md").read_text()
+    assert "| target |" in markdown and "gap (English − target)" in markdown and "1 unjudged" in markdown
+    assert list((tmp_path / "cache" / "embeddings").glob("*.npy"))  # corpus embeddings cached
+
+    # Second setting (student on both sides), then compare the two through the CLI.
+    out_b = tmp_path / "out_b"
+    result = runner.invoke(app, ["eval", "--path", str(beir_folder), "--student", str(run_dir / "student"),
+                                 "--out", str(out_b), "--metrics", "nDCG@10,RR@10", "--index",
+                                 "hnsw:M=8,efSearch=16"])
+    assert result.exit_code == 0, result.output
+    assert "language_gap" not in json.loads((out_b / "metrics.json").read_text())["tasks"]["toy"]
+    result = runner.invoke(app, ["eval", "--compare", str(out), str(out_b)])
+    assert result.exit_code == 0, result.output
+    assert "| toy | nDCG@10 | 11 |" in result.output and "| toy | RR@10 | 11 |" in result.output
+
+
+def test_eval_bitext_both_directions(tmp_path, run_dir, bitext_tsv):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", "--task", "bitext", "--lang", "vi", "--path", str(bitext_tsv),
+                                 "--student", str(run_dir), "--query-encoder", "teacher", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tasks = json.loads((out / "metrics.json").read_text())["tasks"]
+    assert set(tasks) == {"bitext.en-vi", "bitext.vi-en"}
+    assert list(tasks["bitext.en-vi"]["metrics"]) == ["R@1", "R@5", "R@10", "RR"]
+    # The reverse direction keeps each language on its encoder.
+    assert tasks["bitext.vi-en"]["query_encoder"] == "student" and tasks["bitext.vi-en"]["doc_encoder"] == "teacher"
+    assert (out / "run.bitext.en-vi.trec").is_file() and (out / "run.bitext.vi-en.trec").is_file()
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing", "BEIR folder not found"),
+    ("unknown_query", "test.tsv:2: unknown query id 'q99'"),
+    ("unknown_doc", "test.tsv:2: unknown corpus id 'd99'"),
+    ("empty_corpus", "corpus.jsonl: corpus is empty"),
+    ("malformed", "queries.jsonl:3: not valid JSON"),
+    ("no_judgments", "no judged queries"),
+    ("bad_metric", "unknown metric 'MAPP'"),
+    ("bad_perturb", "--perturb"),
+    ("no_student", "needs --student"),
+])
+def test_eval_bad_input_is_one_error_line(tmp_path, beir_folder, run_dir, case, pattern):
+    args = ["eval", "--path", str(beir_folder), "--student", str(run_dir)]
+    qrels = beir_folder / "qrels" / "test.tsv"
+    if case == "missing":
+        args[2] = str(tmp_path / "nope")
+    elif case == "unknown_query":
+        qrels.write_text("query-id\tcorpus-id\tscore\nq99\td0\t1\n")
+    elif case == "unknown_doc":
+        qrels.write_text("query-id\tcorpus-id\tscore\nq0\td99\t1\n")
+    elif case == "empty_corpus":
+        (beir_folder / "corpus.jsonl").write_text("\n")
+    elif case == "malformed":
+        lines = (beir_folder / "queries.jsonl").read_text().splitlines()
+        lines[2] = lines[2][:-3]
+        (beir_folder / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    elif case == "no_judgments":
+        qrels.write_text("query-id\tcorpus-id\tscore\n")
+    elif case == "bad_metric":
+        args += ["--metrics", "MAPP"]
+    elif case == "bad_perturb":
+        args += ["--perturb", "typos:x"]
+    elif case == "no_student":
+        args = args[:3]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
