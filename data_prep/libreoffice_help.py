@@ -390,8 +390,12 @@ def _write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def build_clir(english: dict[str, Page], other: dict[str, Page], keys: list[str],
-               out_dir: str | Path) -> dict[str, int]:
-    """Write the BEIR folder for ``keys`` (pages present in both languages); return counts."""
+               out_dir: str | Path, translated_only: bool = False) -> dict[str, int]:
+    """Write the BEIR folder for ``keys`` (pages present in both languages); return counts.
+
+    ``translated_only`` leaves out pages whose other-language title is still the English
+    one (untranslated pages would make the cross-lingual task a lexical one).
+    """
     out_dir = Path(out_dir)
     (out_dir / "qrels").mkdir(parents=True, exist_ok=True)
     corpus, corpus_en, queries = [], [], []
@@ -399,6 +403,8 @@ def build_clir(english: dict[str, Page], other: dict[str, Page], keys: list[str]
     for key in keys:
         text = " ".join(t for t in other[key].units.values() if t)
         text_en = " ".join(t for t in english[key].units.values() if t)
+        if translated_only and other[key].title == english[key].title:
+            continue
         if text and text_en:
             doc_keys.add(key)
             corpus.append({"_id": page_id(key), "title": other[key].title, "text": text})
@@ -429,7 +435,7 @@ def build_clir(english: dict[str, Page], other: dict[str, Page], keys: list[str]
 def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir: str | Path, *,
             test_fraction: float = 0.1, dev_fraction: float = 0.05, seed: int = 13,
             max_length_ratio: float = DEFAULT_MAX_LENGTH_RATIO,
-            max_chrf: float = DEFAULT_MAX_CHRF) -> dict:
+            max_chrf: float = DEFAULT_MAX_CHRF, clir_translated_only: bool = False) -> dict:
     """Pair, split, clean and write everything for raw ``{page key: html}`` maps; return stats."""
     started = time.perf_counter()
     english = {k: parse_page(v) for k, v in english_pages.items()}
@@ -466,7 +472,8 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
         pair_counts[split] = len(kept)
         drops_per_split[split] = dict(dropped)
         cleaning_drops.update(dropped)
-    clir = build_clir(english, other, splits["test"], out_dir / "clir")
+    clir = build_clir(english, other, splits["test"], out_dir / "clir",
+                      translated_only=clir_translated_only)
 
     stats = {
         "pages": {
@@ -483,7 +490,8 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
         "dropped_per_split": drops_per_split,
         "clir": clir,
         "settings": {"test_fraction": test_fraction, "dev_fraction": dev_fraction, "seed": seed,
-                     "max_length_ratio": max_length_ratio, "max_chrf": max_chrf},
+                     "max_length_ratio": max_length_ratio, "max_chrf": max_chrf,
+                     "clir_translated_only": clir_translated_only},
         "seconds": {"parse": round(parse_seconds, 2),
                     "total": round(time.perf_counter() - started, 2)},
     }
@@ -513,6 +521,8 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of pages in test")
     parser.add_argument("--dev-fraction", type=float, default=0.05, help="share of pages in dev")
     parser.add_argument("--seed", type=int, default=13, help="page split seed")
+    parser.add_argument("--clir-translated-only", action="store_true",
+                        help="leave test pages whose title is untranslated out of clir/")
     add_clean_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -527,7 +537,8 @@ def _main(argv: list[str] | None) -> None:
     read_seconds = time.perf_counter() - started
     stats = prepare(english_pages, other_pages, args.out, test_fraction=args.test_fraction,
                     dev_fraction=args.dev_fraction, seed=args.seed,
-                    max_length_ratio=args.max_length_ratio, max_chrf=args.max_chrf)
+                    max_length_ratio=args.max_length_ratio, max_chrf=args.max_chrf,
+                    clir_translated_only=args.clir_translated_only)
     stats["seconds"]["read"] = round(read_seconds, 2)
     stats["seconds"]["total"] = round(time.perf_counter() - started, 2)
     (args.out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

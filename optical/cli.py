@@ -69,7 +69,7 @@ def models_prepare(
 def eval_command(
     task: str = typer.Option("beir", help="beir, mmarco, wikiclir or bitext."),
     lang: Optional[str] = typer.Option(None, help="Target language code (mmarco, wikiclir; names bitext tasks)."),
-    path: Optional[Path] = typer.Option(None, help="BEIR folder (beir) or pairs TSV (bitext)."),
+    path: Optional[Path] = typer.Option(None, help="BEIR folder (beir), pairs TSV (bitext) or hf:NAME (mmarco from the hub)."),
     split: Optional[str] = typer.Option(None, help="qrels split: test (beir), dev/small (mmarco)."),
     student: Optional[Path] = typer.Option(None, help="Run directory (student/ + recipe.yaml) or sentence-transformers folder."),
     teacher: Optional[str] = typer.Option(None, help="Teacher bi-encoder spec (overrides the run's recipe)."),

@@ -16,7 +16,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 
 from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
 from optical.data.tasks import RetrievalTask, load_task
@@ -134,14 +133,18 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         elif item.corpus_en is not None:
             entry["language_gap_skipped"] = "no teacher (use --student RUN_DIR or --teacher MODEL)"
         perturbed = {}
+        side = perturb_side
+        if item.swap_encoders and side != "both":
+            # Sides follow the language, like encoders: "docs" stays the target-language text.
+            side = "docs" if side == "queries" else "queries"
         for spec, change in perturbations.items():
             queries, corpus = item.queries, item.corpus
-            if perturb_side in ("queries", "both"):
+            if side in ("queries", "both"):
                 queries = {q: change(t) for q, t in queries.items()}
-            if perturb_side in ("docs", "both"):
+            if side in ("docs", "both"):
                 corpus = {d: change(t) for d, t in corpus.items()}
             values = score(f"{item.name}[{spec}]", item, queries, corpus, q_enc, d_enc)
-            perturbed[spec] = dict(side=perturb_side, metrics=values,
+            perturbed[spec] = dict(side=side, metrics=values,
                                    drop={m: clean[m] - values[m] for m in clean})
         if perturbed:
             entry["perturbed"] = perturbed

@@ -16,6 +16,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import tiny_models  # noqa: E402  (tests/ is on sys.path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def optical_cache(tmp_path_factory) -> Path:
+    """Teacher-state and packaged-model caches live in the session's temp dir, not ~/.cache."""
+    path = tmp_path_factory.mktemp("optical_cache")
+    os.environ["OPTICAL_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny_models")

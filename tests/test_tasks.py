@@ -206,3 +206,20 @@ def test_registry_and_round_trip(tmp_path):
     folder = write_beir(tmp_path / "rt", {"q": "hi"}, {"d": "xin chào"}, {"q": {"d": 1}}, corpus_en={"d": "hello"})
     [task] = load_task("beir", path=folder, split="test")
     assert isinstance(task, RetrievalTask) and task.corpus_en == {"d": "hello"}
+
+
+def test_mmarco_from_hf_beir_layout(tmp_path):
+    from optical.data.tasks import HFBeirSource
+
+    tables = {("me/mm", "corpus", "corpus"): [{"_id": i, "title": "", "text": f"văn {i}"} for i in range(9)],
+              ("me/mm", "queries", "queries"): [{"_id": "a", "text": "câu a"}, {"_id": "b", "text": "câu b"}],
+              ("me/mm-qrels", None, "dev"): [{"query-id": "a", "corpus-id": 4, "score": 1}]}
+
+    def fake_load(name, config=None, split=None):
+        return tables[(name, config, split)]
+
+    source = HFBeirSource("me/mm", split="dev", load_dataset=fake_load)
+    task = load_mmarco("vi", split="dev", max_corpus=5, cache_dir=tmp_path, source="hf:me/mm", dataset=source)
+    assert task.qrels == {"a": {"4": 1}} and len(task.corpus) == 5 and task.queries == {"a": "câu a"}
+    with pytest.raises(OpticalError, match="cannot load"):
+        list(HFBeirSource("me/none", load_dataset=fake_load).qrels_iter())

@@ -46,7 +46,11 @@ def build_hf_encoder(out: Path, hidden: int = 32, seed: int = 0) -> Path:
 
 def build_sentence_transformer(out: Path, hidden: int = 32, seed: int = 0) -> Path:
     """A sentence-transformers folder: BERT → mean pooling → normalize."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    from optical.models.student import st_modules
+
+    models = st_modules()
 
     hf = build_hf_encoder(out / "_hf", hidden=hidden, seed=seed)
     word = models.Transformer(str(hf), max_seq_length=64)

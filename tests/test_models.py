@@ -1,0 +1,82 @@
+"""Teachers are frozen and shaped right; the student saves as a sentence-transformers folder."""
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from optical.errors import OpticalError
+from optical.models.sources import resolve_model
+from optical.models.student import Student
+from optical.models.teacher import load_teacher
+
+SENTENCES = ["Con mèo ngủ trên giường ấm.", "The dog runs in the green park.", "Mở tệp"]
+
+
+@pytest.fixture()
+def teachers(tiny_teacher_st, tiny_clip, tiny_cross_encoder, tiny_hf_teacher):
+    return {"sentence-transformers": tiny_teacher_st, "clip": tiny_clip,
+            "cross-encoder": tiny_cross_encoder, "hf": tiny_hf_teacher}
+
+
+@pytest.mark.parametrize("kind", ["sentence-transformers", "clip", "cross-encoder", "hf"])
+def test_teacher_outputs_and_frozen(teachers, kind):
+    teacher = load_teacher(kind, str(teachers[kind]), max_length=32)
+    out = teacher(teacher.tokenize(SENTENCES))
+    dim = 16 if kind == "clip" else 32
+    assert out.token_states.shape[0] == 3 and out.token_states.shape[-1] == dim
+    assert out.sentence.shape == (3, dim) and teacher.dim == dim
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.model.training  # a teacher never leaves eval mode
+    emb = teacher.encode(SENTENCES, batch_size=2)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+
+
+def test_sentence_transformers_teacher_matches_its_own_encode(tiny_teacher_st):
+    teacher = load_teacher("sentence-transformers", str(tiny_teacher_st))
+    expected = SentenceTransformer(str(tiny_teacher_st)).encode(SENTENCES, normalize_embeddings=True)
+    np.testing.assert_allclose(teacher.encode(SENTENCES), expected, atol=1e-5)
+
+
+def test_clip_teacher_sentence_is_clip_text_features(tiny_clip):
+    from transformers import CLIPModel
+
+    teacher = load_teacher("clip", str(tiny_clip))
+    features = teacher.tokenize(SENTENCES)
+    expected = CLIPModel.from_pretrained(tiny_clip).get_text_features(**{k: v for k, v in features.items()
+                                                                         if k != "token_type_ids"})
+    expected = getattr(expected, "pooler_output", expected)
+    torch.testing.assert_close(teacher(features).sentence, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_student_saved_folder_loads_with_sentence_transformers(tmp_path, tiny_student):
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32, prefix="query: ")
+    with torch.no_grad():
+        student.head.weight.normal_()
+    mine = student.encode(SENTENCES)
+    student.save(tmp_path / "s")
+    assert (tmp_path / "s" / "2_Dense").is_dir()
+    assert not list((tmp_path / "s").rglob("*.bin")), "weights must be safetensors"
+    theirs = SentenceTransformer(str(tmp_path / "s")).encode(SENTENCES, normalize_embeddings=True)
+    np.testing.assert_allclose(mine, theirs, atol=1e-5)
+    again = Student.load(tmp_path / "s")
+    assert again.prefix == "query: " and again.output_dim == 32
+    np.testing.assert_allclose(again.encode(SENTENCES), mine, atol=1e-5)
+
+
+def test_student_sentence_is_mean_of_projected_tokens(tiny_student):
+    student = Student.create(str(tiny_student), output_dim=32)
+    features = student.tokenize(SENTENCES)
+    tokens, sentence = student(features)
+    mask = features["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(sentence, (tokens * mask).sum(1) / mask.sum(1), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_model_specs_are_one_line(tmp_path):
+    with pytest.raises(OpticalError, match="model path does not exist"):
+        resolve_model(str(tmp_path / "missing" / "model"))
+    with pytest.raises(OpticalError, match="unknown teacher kind 'bert'"):
+        load_teacher("bert", "x")
+    with pytest.raises(OpticalError, match="not a student folder"):
+        Student.load(tmp_path)

@@ -1,0 +1,74 @@
+"""Recipes: YAML → dataclasses, overrides, and one-line errors that name file, line and key."""
+
+from pathlib import Path
+
+import pytest
+
+from optical.errors import OpticalError
+from optical.recipe import Recipe, default_recipe, load_recipe, recipe_from_dict
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_and_overrides_parse_numbers():
+    recipe = recipe_from_dict({}, ["train.lr=1e-5", "ot.rho=0.5", "train.steps=3", "loss=token_ot:1,mse:0.25"])
+    assert recipe.train.lr == 1e-5 and isinstance(recipe.train.lr, float)
+    assert recipe.ot.rho == 0.5 and recipe.train.steps == 3
+    assert [(t.name, t.weight) for t in recipe.loss] == [("token_ot", 1.0), ("mse", 0.25)]
+
+
+def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
+    recipe = load_recipe(write(tmp_path, "train:\n  lr: 2e-5\n"))
+    assert recipe.train.lr == 2e-5
+
+
+def test_round_trip_through_yaml(tmp_path):
+    recipe = recipe_from_dict({"loss": [{"name": "mse", "weight": 2, "english": False}]}, ["ot.masses=idf"])
+    again = load_recipe(write(tmp_path, recipe.to_yaml()))
+    assert again == recipe
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  lr: 2e-5\n  lrr: 3\n", "r.yaml:3: train.lrr: unknown key (did you mean 'train.lr'?)"),
+    ("lang: vi\ntrain:\n  lr: fast\n", "r.yaml:3: train.lr: expected a number, got 'fast'"),
+    ("ot:\n  masses: tfidf\n", "r.yaml:2: ot.masses: expected one of 'uniform', 'idf', got 'tfidf'"),
+    ("loss:\n  - name: token_ott\n", "r.yaml:2: loss.0.name: unknown loss 'token_ott'"),
+    ("loss:\n  - name: mse\n    englsh: true\n", "r.yaml:2: loss.0: unknown parameter 'englsh' for loss 'mse'"),
+    ("train: [\n", "r.yaml:2: invalid YAML"),
+    ("ot:\n  epsilon: 0\n", "r.yaml:2: ot.epsilon: must be > 0"),
+])
+def test_bad_recipes_name_file_line_and_key(tmp_path, text, expected):
+    with pytest.raises(OpticalError) as err:
+        load_recipe(write(tmp_path, text))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.split("/")[-1].startswith(expected)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(OpticalError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_bad_override_is_one_line():
+    with pytest.raises(OpticalError, match="expected KEY=VALUE"):
+        recipe_from_dict({}, ["train.lr"])
+
+
+def test_default_recipe_from_flags():
+    recipe = default_recipe(teacher="clip", lang="vi", bitext="pairs.tsv", student="x", out="runs/vi")
+    assert recipe.teacher.model_spec == "openai/clip-vit-base-patch32"
+    assert (recipe.lang, recipe.bitext.path, recipe.student.model, recipe.output_dir) == ("vi", "pairs.tsv", "x", "runs/vi")
+    assert isinstance(Recipe(), Recipe)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(p.parents[1])) for p in RECIPES])
+def test_every_shipped_recipe_loads(path):
+    recipe = load_recipe(path)
+    assert recipe.lang == path.parent.name
