@@ -78,18 +78,23 @@ class SentenceTransformerEncoder:
 class TeacherEncoder:
     """Adapter around ``optical.models.teacher.load_teacher`` objects (CLIP, cross-encoder, …)."""
 
-    def __init__(self, kind: str, model: str, max_length: int | None):
+    def __init__(self, kind: str, model: str | None, max_length: int | None):
         from optical.models import teacher as teacher_module  # lazy: heavy, and optional here
         from optical.models.sources import resolve_model
 
-        self.teacher = (teacher_module.load_teacher(kind, model, max_length) if max_length
-                        else teacher_module.load_teacher(kind, model))
+        import torch
+
+        options = {"max_length": max_length} if max_length else {}  # else the kind's default
+        if torch.cuda.is_available():
+            options["device"] = "cuda"
+        self.teacher = teacher_module.load_teacher(kind, model, **options)
         self.name = getattr(self.teacher, "name", f"{kind}:{model}")
+        spec = getattr(self.teacher, "spec", None) or model or self.name
         try:
-            resolved = resolve_model(model)
+            resolved = resolve_model(spec)
         except OpticalError:
-            resolved = model
-        self.identity = f"{kind}:{model_identity(model, resolved)}:{max_length}"
+            resolved = spec
+        self.identity = f"{kind}:{model_identity(spec, resolved)}:{max_length}"
 
     def with_role(self, role: str) -> "TeacherEncoder":
         return self
@@ -158,7 +163,7 @@ def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_
 @dataclass
 class TeacherConfig:
     kind: str
-    model: str
+    model: str | None
     max_length: int | None = None
 
 
@@ -197,11 +202,13 @@ def _read_teacher(recipe: Path) -> TeacherConfig:
     section = data.get("teacher") if isinstance(data, dict) else None
     if not isinstance(section, dict):
         raise OpticalError(f"{where(recipe, None, 'teacher')}: missing section")
-    for key in ("kind", "model"):
-        if not section.get(key):
-            raise OpticalError(f"{where(recipe, None, 'teacher.' + key)}: missing")
+    if not section.get("kind"):
+        raise OpticalError(f"{where(recipe, None, 'teacher.kind')}: missing")
+    if not section.get("model") and section["kind"] == "sentence-transformers":
+        raise OpticalError(f"{where(recipe, None, 'teacher.model')}: missing")
     max_length = section.get("max_length")
-    return TeacherConfig(str(section["kind"]), str(section["model"]),
+    # model may be empty for other kinds: load_teacher then uses the kind's default teacher.
+    return TeacherConfig(str(section["kind"]), str(section["model"]) if section.get("model") else None,
                          int(max_length) if max_length else None)
 
 

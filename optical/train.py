@@ -280,7 +280,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
                     accelerator.backward(loss / cfg.grad_accum)
             else:
                 accelerator.backward(loss / cfg.grad_accum)
-            step_loss += float(loss) / cfg.grad_accum
+            step_loss += float(loss.detach()) / cfg.grad_accum
             for name, value in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.grad_accum
         if cfg.max_grad_norm:

@@ -274,3 +274,15 @@ def test_run_dir_without_teacher_section(tmp_path, tiny_teacher_st):
     assert resolve_run(tiny_teacher_st).teacher is None
     with pytest.raises(OpticalError, match="neither a run directory"):
         resolve_run(tmp_path)
+
+
+def test_clip_teacher_through_load_teacher(tmp_path, beir_folder, tiny_clip, tiny_teacher_st):
+    run = tmp_path / "clip_run"
+    shutil.copytree(tiny_teacher_st, run / "student")
+    (run / "recipe.yaml").write_text(f"teacher:\n  kind: clip\n  model: {tiny_clip}\n  max_length: 32\n")
+    result = runner.invoke(app, ["eval", "--path", str(beir_folder), "--student", str(run),
+                                 "--query-encoder", "teacher", "--doc-encoder", "teacher",
+                                 "--metrics", "RR@10", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    toy = json.loads((tmp_path / "out" / "metrics.json").read_text())["tasks"]["toy"]
+    assert 0.0 < toy["metrics"]["RR@10"] <= 1.0 and "english" in toy

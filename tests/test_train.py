@@ -1,0 +1,139 @@
+"""Distillation end to end through the CLI on tiny models: every teacher kind, resume,
+NaN handling, checkpoints, and one-line errors for bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from optical.cli import app
+from optical.errors import OpticalError
+from optical.recipe import recipe_from_dict
+from optical.train import distill
+
+runner = CliRunner()
+FAST = ["--set", "train.batch_size=8", "--set", "train.lr=5e-4", "--set", "bitext.heldout=8",
+        "--set", "train.eval_every=5", "--set", "train.warmup_ratio=0", "--quiet"]
+
+
+def run_cli(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def losses(run_dir):
+    return [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+@pytest.fixture()
+def teachers(tiny_teacher_st, tiny_clip, tiny_cross_encoder, tiny_hf_teacher):
+    return {"sentence-transformers": tiny_teacher_st, "clip": tiny_clip,
+            "cross-encoder": tiny_cross_encoder, "hf": tiny_hf_teacher}
+
+
+@pytest.mark.parametrize("kind", ["sentence-transformers", "clip", "cross-encoder", "hf"])
+def test_distill_cli_each_teacher_kind(tmp_path, teachers, tiny_student, bitext_tsv, kind):
+    out = tmp_path / "run"
+    result = run_cli("distill", "--teacher", kind, "--teacher-model", teachers[kind], "--lang", "vi",
+                     "--bitext", bitext_tsv, "--student", tiny_student, "--out", out, "--steps", 30,
+                     "--set", "warm_start.method=none", *FAST)
+    assert result.exit_code == 0, result.output
+    values = losses(out)
+    assert len(values) == 30
+    assert np.mean(values[-5:]) < np.mean(values[:5])  # it learns
+    student = SentenceTransformer(str(out / "student"))
+    dim = 16 if kind == "clip" else 32
+    assert student.encode(["Con mèo ngủ"]).shape == (1, dim)  # lands in the teacher's space
+    assert (out / "recipe.yaml").is_file() and json.loads((out / "metrics.json").read_text())["steps"] == 30
+
+
+def test_gradients_reach_every_student_parameter(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+    """One step of token_ot + mse moves every trainable tensor of the student."""
+    from optical.models.student import Student
+
+    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st)}, "student": {"model": str(tiny_student)},
+                               "bitext": {"path": str(bitext_tsv), "heldout": 0}, "output_dir": str(tmp_path / "r"),
+                               "warm_start": {"method": "none"}},
+                              ["train.steps=1", "train.lr=1e-2", "train.warmup_ratio=0", "train.weight_decay=0"])
+    before = Student.create(str(tiny_student), 32).state_dict()
+    after = Student.load(distill(recipe, show_progress=False).student_dir).state_dict()
+    assert before.keys() == after.keys() and len(before) > 30
+    # not on the loss path: BERT's pooler (mean pooling is used) and the unused token-type rows
+    skip = ("pooler", "position_ids", "token_type_embeddings")
+    unchanged = [k for k in before if before[k].dtype.is_floating_point and torch.equal(before[k], after[k])
+                 and not any(s in k for s in skip)]
+    assert unchanged == []
+
+
+def test_warm_start_only_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+    out = tmp_path / "ws"
+    result = run_cli("distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,
+                     "--out", out, "--steps", 0, "--set", "bitext.heldout=8", "--quiet")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    ws = metrics["warm_start"]
+    assert ws["heldout_cosine_after"] > ws["heldout_cosine_before"]
+    assert SentenceTransformer(str(out / "student")).encode(["xin chào"]).shape == (1, 32)
+
+
+def test_checkpoint_and_resume_continue_the_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+    out = tmp_path / "resume"
+    common = ["distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,
+              "--out", out, "--set", "train.checkpoint_every=4", *FAST]
+    first = run_cli(*common, "--steps", 8)
+    assert first.exit_code == 0, first.output
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-000004"
+    assert not list((out / "checkpoints").glob(".step-*")), "no half-written checkpoint left behind"
+    assert (out / "checkpoints" / "step-000004" / "optimizer.safetensors").is_file()
+    second = run_cli(*common, "--steps", 8, "--resume")
+    assert second.exit_code == 0, second.output
+    steps = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps[-4:] == [5, 6, 7, 8]  # resumed after step 4, not from scratch
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path,
+                                                                 monkeypatch):
+    import optical.losses.mse as mse
+
+    calls = {"n": 0}
+    original = mse.SentenceMSELoss.forward
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        value = original(self, batch)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(mse.SentenceMSELoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    result = run_cli("distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,
+                     "--out", out, "--steps", 10, "--set", "train.checkpoint_every=2", *FAST)
+    assert result.exit_code == 2
+    assert "loss became nan at step 5" in result.output and "step-000004" in result.output
+    assert (out / "checkpoints" / "step-000004" / "student" / "modules.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bitext", "{tmp}/missing.tsv"], "bitext file not found"),
+    (["--bitext", "{tmp}/empty.tsv"], "no usable sentence pairs"),
+    (["--recipe", "{tmp}/missing.yaml"], "recipe file not found"),
+    (["--bitext", "{tmp}/empty.tsv", "--set", "train.lr=fast"], "train.lr: expected a number"),
+    (["--bitext", "{tmp}/empty.tsv", "--teacher", "bert"], "teacher.kind: expected one of"),
+    ([], "no bitext"),
+])
+def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
+    (tmp_path / "empty.tsv").write_text("", "utf-8")
+    result = run_cli("distill", *[a.format(tmp=tmp_path) for a in args], "--out", tmp_path / "o", "--quiet")
+    assert result.exit_code == 2
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_line_error_mode(tmp_path, tiny_teacher_st, tiny_student):
+    path = tmp_path / "bad.tsv"
+    path.write_text("a\tb\nbroken line\n", "utf-8")
+    with pytest.raises(OpticalError, match="bad.tsv:2"):
+        distill(recipe_from_dict({"bitext": {"path": str(path), "on_bad_line": "error"}}), show_progress=False)
