@@ -64,6 +64,28 @@ def models_prepare(
     typer.echo(str(prepare(name, cache_dir)))
 
 
+@recipes_app.command("list")
+@handles_errors
+def recipes_list() -> None:
+    """Table of the shipped recipes: language, task, teacher, student, losses."""
+    from optical.recipe_files import list_recipes, recipe_table
+
+    typer.echo(recipe_table(list_recipes()))
+
+
+@recipes_app.command("show")
+@handles_errors
+def recipes_show(
+    name: str = typer.Argument(..., help="LANG/TASK, e.g. vi/mmarco (see `optical recipes list`)."),
+) -> None:
+    """Print a shipped recipe file (copy it, edit it, pass it to `optical distill --recipe`)."""
+    from optical.recipe_files import find_recipe
+
+    path = find_recipe(name)
+    typer.echo(str(path), err=True)  # stdout stays the file alone: `show vi/mmarco > my.yaml`
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
 @app.command("eval")
 @handles_errors
 def eval_command(

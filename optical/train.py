@@ -11,8 +11,10 @@ checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,20 @@ def heldout_metrics(student: Student, pairs: list[tuple[str, str]], teacher_sent
     }
 
 
+def write_rank_hash(model: torch.nn.Module, rank: int) -> None:
+    """With $OPTICAL_RANK_HASH_DIR set (multi-process tests), write the sha256 of this rank's
+    final weights to `weights_rank<rank>.sha256`: all ranks must end with identical weights."""
+    folder = os.environ.get("OPTICAL_RANK_HASH_DIR")
+    if not folder:
+        return
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(folder) / f"weights_rank{rank}.sha256", digest.hexdigest() + "\n")
+
+
 def _log(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -165,6 +181,11 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
                                  recipe.student.prefix, cache_dir)
     student.to(device)
+    # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
+    # several processes stops because those parameters never receive a gradient.
+    pooler = getattr(student.transformer.auto_model, "pooler", None)
+    if isinstance(pooler, torch.nn.Module):
+        pooler.requires_grad_(False)
 
     # -- teacher states (computed once; cached on disk across runs)
     english = [p[0] for p in train_pairs] + [p[0] for p in heldout]
@@ -310,6 +331,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     # -- final student
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(model)
+    write_rank_hash(final, accelerator.process_index)
     student_dir = run_dir / "student"
     metrics = {}
     if main:

@@ -1,0 +1,381 @@
+"""Training-step benchmark: where the time of one distillation step goes, and its memory.
+
+Set-up of `recipes/vi/quickstart.yaml`: teacher `packaged:all-minilm-l6-v2` (max length 64),
+student `packaged:multilingual-e5-small` (prefix "query: ", max length 64), batch 32, real
+English–Vietnamese pairs (data/vi/train.tsv, LibreOffice help; tests/fixtures/bitext_vi.tsv
+repeated when that file is absent), AdamW (lr 2e-5, head 1e-4, weight decay 0.01),
+gradient clipping at 1.0, ot defaults (ε 0.05, tol 1e-4, max_iter 100, envelope gradient).
+The step is the one `optical.train.distill` runs, built from the same pieces (load_teacher,
+Student, TeacherStore, ot_mask, DistillBatch, build_objective) but without accelerate's
+wrapper (an identity on one CPU process), and timed phase by phase:
+
+    teacher → student forward (target side, and English side for mse english=true)
+           → loss → backward → optimizer (clip + AdamW step + zero_grad)
+
+Four variants run round-robin on the same batches: objective `token_ot + mse` or `mse`,
+teacher states computed by the teacher ("cold") or read from a warm TeacherStore (the
+cache every run after the first uses). Medians over the measured rounds.
+
+Memory (--memory): one fresh process per (batch, length); texts are joined so every
+sequence is exactly `length` tokens on both sides (worst case); warm teacher cache;
+three optimizer steps; peak above the memory in use before the first step (CPU: sampled
+RSS; CUDA: max_memory_allocated). The first step allocates AdamW's two moment buffers,
+so the peak includes optimizer state, gradients and activations.
+
+    python -m benchmarks.train_step [--quick] [--device cpu|cuda] [--threads N] [--memory]
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks._common import (PeakMemory, base_parser, machine_info, markdown_table, mib, pick_device,  # noqa: E402
+                                synchronize, write_results)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEACHER = "packaged:all-minilm-l6-v2"
+STUDENT = "packaged:multilingual-e5-small"
+PREFIX = "query: "
+PHASES = ("teacher", "student_forward", "loss", "backward", "optimizer")
+OBJECTIVES = {"token_ot+mse": (("token_ot", 1.0, {}), ("mse", 1.0, {"english": True})),
+              "mse": (("mse", 1.0, {"english": True}),)}
+MEMORY_GRID = [(8, 64), (16, 64), (32, 64), (64, 64), (32, 32), (32, 128), (32, 256)]
+MEMORY_GRID_QUICK = [(4, 16), (8, 16)]
+
+
+def load_pairs() -> tuple[list[tuple[str, str]], str]:
+    from optical.data.bitext import read_bitext
+
+    for path in (ROOT / "data" / "vi" / "train.tsv", ROOT / "tests" / "fixtures" / "bitext_vi.tsv"):
+        if path.is_file():
+            return read_bitext(path, "tsv", "vi").pairs, str(path.relative_to(ROOT))
+    raise SystemExit("no bitext found (data/vi/train.tsv or tests/fixtures/bitext_vi.tsv)")
+
+
+class Bench:
+    """Teacher, student, optimizer and objectives, set up as optical.train.distill does."""
+
+    def __init__(self, device, max_length: int):
+        from optical.losses import build_objective
+        from optical.models.student import Student
+        from optical.models.teacher import load_teacher
+        from optical.recipe import LossTerm, OTConfig
+
+        self.device = device
+        self.teacher = load_teacher("sentence-transformers", TEACHER, max_length, device=device)
+        self.student = Student.create(STUDENT, self.teacher.dim, max_length, PREFIX).to(device)
+        self.student.train()
+        self.objectives = {name: build_objective([LossTerm(n, w, p) for n, w, p in terms], OTConfig())
+                           for name, terms in OBJECTIVES.items()}
+        self.teacher_special = set(self.teacher.tokenizer.all_special_ids)
+        self.student_special = set(self.student.tokenizer.all_special_ids)
+        self.prefix_length = self.student.prefix_length()
+        head = list(self.student.head.parameters())
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.student.parameters() if id(p) not in head_ids and p.requires_grad]
+        self.optimizer = torch.optim.AdamW([{"params": body, "lr": 2e-5, "weight_decay": 0.01},
+                                            {"params": head, "lr": 1e-4, "weight_decay": 0.0}])
+        self.autocast = device.type == "cuda"
+        self.store = None
+
+    def warm_cache(self, english: list[str]) -> None:
+        from optical.teacher_store import TeacherStore
+
+        self.store = TeacherStore.build(self.teacher, english, show_progress=False)
+
+    def step(self, pairs, indices, objective: str, warm: bool) -> dict[str, float]:
+        """One optimizer step on pairs[indices]; seconds per phase (and loss parts)."""
+        from optical.losses import DistillBatch
+        from optical.train import ot_mask
+
+        dev, times = self.device, {}
+        english = [pairs[i][0] for i in indices]
+        other = [pairs[i][1] for i in indices]
+        obj = self.objectives[objective]
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else _Null()
+
+        def mark(name, start):
+            synchronize(dev)
+            now = time.perf_counter()
+            times[name] = now - start
+            return now
+
+        synchronize(dev)
+        t = time.perf_counter()
+        if warm:
+            t_out = self.store.batch(indices, dev)
+        else:
+            t_out = self.teacher(self.teacher.tokenize(english))
+        t = mark("teacher", t)
+        with amp:
+            features = {k: v.to(dev) for k, v in self.student.tokenize(other).items()}
+            s_tokens, s_sentence = self.student(features)
+            s_sentence_en = None
+            if obj.needs_english_student:
+                en_features = {k: v.to(dev) for k, v in self.student.tokenize(english).items()}
+                s_sentence_en = self.student(en_features)[1]
+            t = mark("student_forward", t)
+            t_mask = ot_mask(t_out.input_ids, t_out.attention_mask, self.teacher_special, True)
+            s_mask = ot_mask(features["input_ids"], features["attention_mask"], self.student_special, True,
+                             self.prefix_length)
+            batch = DistillBatch(teacher_tokens=t_out.token_states, teacher_mask=t_mask,
+                                 teacher_sentence=t_out.sentence, student_tokens=s_tokens, student_mask=s_mask,
+                                 student_sentence=s_sentence, student_sentence_en=s_sentence_en)
+            loss, parts = obj(batch)
+        t = mark("loss", t)
+        loss.backward()
+        t = mark("backward", t)
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mark("optimizer", t)
+        times["total"] = sum(times[p] for p in PHASES)
+        times["student_tokens"] = int(features["input_ids"].shape[1])
+        times["teacher_tokens"] = int(t_out.token_states.shape[1])
+        return times
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def time_steps(device, batch_size: int, max_length: int, rounds: int, warmup: int, progress=print) -> dict:
+    pairs, source = load_pairs()
+    rng = random.Random(0)
+    batches = [rng.sample(range(len(pairs)), min(batch_size, len(pairs))) for _ in range(rounds + warmup)]
+    # sentences the batches use, renumbered so that the store covers exactly them
+    used = sorted({i for b in batches for i in b})
+    local = {i: k for k, i in enumerate(used)}
+    sub_pairs = [pairs[i] for i in used]
+    batches = [[local[i] for i in b] for b in batches]
+
+    started = time.perf_counter()
+    bench = Bench(device, max_length)
+    setup_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    bench.warm_cache([p[0] for p in sub_pairs])
+    store_seconds = time.perf_counter() - started
+
+    variants = [(obj, warm) for obj in OBJECTIVES for warm in (False, True)]
+    samples = {f"{o}|{'warm' if w else 'cold'}": [] for o, w in variants}
+    memory = {}
+    for r, indices in enumerate(batches):
+        for objective, warm in variants:
+            key = f"{objective}|{'warm' if warm else 'cold'}"
+            measure_memory = r == warmup  # first measured round
+            gc.collect()
+            if measure_memory:
+                with PeakMemory(device) as peak:
+                    times = bench.step(sub_pairs, indices, objective, warm)
+                memory[key] = {"added_mib": mib(peak.added_bytes), "peak_mib": mib(peak.peak_bytes),
+                               "kind": peak.kind}
+            else:
+                times = bench.step(sub_pairs, indices, objective, warm)
+            if r >= warmup:
+                samples[key].append(times)
+        if r >= warmup:
+            progress(f"round {r - warmup + 1}/{rounds}: " + ", ".join(
+                f"{k} {samples[k][-1]['total']:.2f}s" for k in samples))
+
+    summary = {}
+    for key, rows in samples.items():
+        summary[key] = {name: statistics.median(row[name] for row in rows) for name in PHASES + ("total",)}
+        summary[key]["all_totals"] = [row["total"] for row in rows]
+        summary[key]["student_tokens_mean"] = statistics.mean(row["student_tokens"] for row in rows)
+        summary[key]["teacher_tokens_mean"] = statistics.mean(row["teacher_tokens"] for row in rows)
+        summary[key]["memory"] = memory.get(key)
+    # Paired per-round ratios (same batch, neighbouring in time) are less noisy than a
+    # ratio of medians on a shared machine; both are reported.
+    overhead = {}
+    for mode in ("warm", "cold"):
+        ot_rows, mse_rows = samples[f"token_ot+mse|{mode}"], samples[f"mse|{mode}"]
+        paired = [o["total"] / m["total"] - 1 for o, m in zip(ot_rows, mse_rows)]
+        extra_phases = [(o["loss"] + o["backward"]) - (m["loss"] + m["backward"]) for o, m in zip(ot_rows, mse_rows)]
+        ot_median, mse_median = summary[f"token_ot+mse|{mode}"], summary[f"mse|{mode}"]
+        overhead[mode] = {
+            "ratio_of_median_totals": ot_median["total"] / mse_median["total"] - 1,
+            "median_paired_ratio": statistics.median(paired),
+            "loss_plus_backward_extra_over_mse_step": statistics.median(extra_phases) / mse_median["total"],
+        }
+    teacher_share = {key: s["teacher"] / s["total"] for key, s in summary.items()}
+    return {"pairs_source": source, "n_pairs_used": len(sub_pairs), "setup_seconds": setup_seconds,
+            "teacher_store_build_seconds": store_seconds, "rounds": rounds, "warmup_rounds": warmup,
+            "variants": summary, "ot_overhead": overhead, "teacher_share": teacher_share}
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def full_length_pairs(pairs, n: int, length: int, rng: random.Random) -> list[tuple[str, str]]:
+    """n pairs each long enough to be truncated at `length` tokens on both sides."""
+    out = []
+    words_needed = length * 2  # tokens ≥ words for both tokenizers; truncation does the rest
+    for _ in range(n):
+        en, other = [], []
+        while len(" ".join(en).split()) < words_needed or len(" ".join(other).split()) < words_needed:
+            e, o = pairs[rng.randrange(len(pairs))]
+            en.append(e)
+            other.append(o)
+        out.append((" ".join(en), " ".join(other)))
+    return out
+
+
+def memory_child(device, batch_size: int, length: int, objective: str, steps: int = 3) -> dict:
+    pairs, _ = load_pairs()
+    rng = random.Random(batch_size * 1000 + length)
+    batch_pairs = full_length_pairs(pairs, batch_size, length, rng)
+    bench = Bench(device, length)
+    bench.warm_cache([p[0] for p in batch_pairs])
+    indices = list(range(batch_size))
+    gc.collect()
+    with PeakMemory(device) as peak:
+        times = [bench.step(batch_pairs, indices, objective, warm=True) for _ in range(steps)]
+    params = sum(p.numel() for p in bench.student.parameters())
+    return {"batch": batch_size, "length": length, "objective": objective,
+            "student_tokens": times[-1]["student_tokens"], "teacher_tokens": times[-1]["teacher_tokens"],
+            "before_mib": mib(peak.baseline_bytes), "peak_mib": mib(peak.peak_bytes),
+            "added_mib": mib(peak.added_bytes), "kind": peak.kind,
+            "step_seconds_last": times[-1]["total"], "student_parameters": params}
+
+
+def memory_grid(device, grid, objective: str, threads, progress=print) -> list[dict]:
+    rows = []
+    for batch_size, length in grid:
+        cmd = [sys.executable, "-m", "benchmarks.train_step", "--memory-child", str(batch_size), str(length),
+               "--objective", objective, "--device", str(device)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"memory child {batch_size}x{length} failed:\n{done.stderr[-2000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        progress(f"memory batch {batch_size} length {length}: +{row['added_mib']:.0f} MiB "
+                 f"(peak {row['peak_mib']:.0f} MiB, step {row['step_seconds_last']:.2f}s)")
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def to_markdown(payload: dict) -> str:
+    s, m = payload["settings"], payload["machine"]
+    lines = [f"# Training step ({s['device']}, {m.get('torch_threads')} torch thread(s))", "",
+             f"`{payload['command'].strip()}` — teacher `{TEACHER}`, student `{STUDENT}`, batch {s['batch_size']}, "
+             f"max length {s['max_length']}, pairs from `{payload['timing']['pairs_source']}`; "
+             f"median of {payload['timing']['rounds']} rounds (after {payload['timing']['warmup_rounds']} warm-up); "
+             f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores.", ""]
+    headers = ["objective", "teacher states", *PHASES, "step (s)", "teacher share", "peak memory added (MiB)"]
+    rows = []
+    for key, v in payload["timing"]["variants"].items():
+        objective, mode = key.split("|")
+        mem = v.get("memory") or {}
+        rows.append([objective, "teacher forward (cold)" if mode == "cold" else "TeacherStore (warm cache)",
+                     *[v[p] for p in PHASES], v["total"], f"{payload['timing']['teacher_share'][key]:.1%}",
+                     mem.get("added_mib", float("nan"))])
+    lines.append(markdown_table(headers, rows))
+    lines += ["", "Token-level OT overhead (token_ot + mse vs mse alone, same batches):", ""]
+    lines.append(markdown_table(
+        ["teacher states", "ratio of median steps", "median of paired per-round ratios",
+         "(extra loss + backward) / mse step"],
+        [[mode, f"{o['ratio_of_median_totals']:+.1%}", f"{o['median_paired_ratio']:+.1%}",
+          f"{o['loss_plus_backward_extra_over_mse_step']:+.1%}"]
+         for mode, o in payload["timing"]["ot_overhead"].items()]))
+    if payload.get("memory"):
+        mem = payload["memory"]
+        lines += ["", f"Peak memory of a training step ({mem['rows'][0]['kind']}), objective "
+                  f"`{mem['objective']}`, warm teacher cache, every sequence exactly `length` tokens, "
+                  "3 steps in a fresh process:", ""]
+        lines.append(markdown_table(
+            ["batch", "length", "student tokens", "in use before (MiB)", "peak (MiB)", "added by training (MiB)",
+             "step (s)"],
+            [[r["batch"], r["length"], r["student_tokens"], r["before_mib"], r["peak_mib"], r["added_mib"],
+              r["step_seconds_last"]] for r in mem["rows"]]))
+    if payload.get("verdict"):
+        lines += ["", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in payload["verdict"].items())]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--memory", action="store_true", help="also the memory grid (one process per size)")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory grid")
+    parser.add_argument("--objective", default="token_ot+mse", choices=list(OBJECTIVES))
+    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("BATCH", "LENGTH"), help=argparse_hidden())
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    if args.memory_child:
+        print(json.dumps(memory_child(device, *args.memory_child, args.objective)))
+        return {}
+    batch_size = args.batch_size or (4 if args.quick else 32)
+    max_length = 16 if args.quick else args.max_length
+    rounds = args.repeats or (2 if args.quick else 7)
+    payload = {"benchmark": "train_step",
+               "command": "python -m benchmarks.train_step " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "settings": {"batch_size": batch_size, "max_length": max_length, "device": str(device),
+                            "teacher": TEACHER, "student": STUDENT, "precision": "bf16 autocast" if
+                            device.type == "cuda" else "fp32", "quick": args.quick},
+               "machine": machine_info(device)}
+    if not args.memory_only:
+        payload["timing"] = time_steps(device, batch_size, max_length, rounds, warmup=1)
+    if args.memory or args.memory_only:
+        grid = MEMORY_GRID_QUICK if args.quick else MEMORY_GRID
+        payload["memory"] = {"objective": args.objective,
+                             "rows": memory_grid(device, grid, args.objective, args.threads)}
+    if "timing" in payload:
+        t = payload["timing"]
+        payload["verdict"] = {
+            "ot_overhead_warm_cache": round(t["ot_overhead"]["warm"]["median_paired_ratio"], 4),
+            "ot_overhead_cold_teacher": round(t["ot_overhead"]["cold"]["median_paired_ratio"], 4),
+            "target_ot_overhead_at_most_15pct_met": t["ot_overhead"]["warm"]["median_paired_ratio"] <= 0.15
+            and t["ot_overhead"]["cold"]["median_paired_ratio"] <= 0.15,
+            "teacher_share_cold": round(t["teacher_share"]["token_ot+mse|cold"], 4),
+            "teacher_share_warm": round(t["teacher_share"]["token_ot+mse|warm"], 4),
+        }
+    name = "train_step" if "timing" in payload else "train_memory"
+    json_path, md_path = write_results(name, args.out, payload, to_markdown_any(payload))
+    print(f"wrote {json_path} and {md_path}")
+    return payload
+
+
+def to_markdown_any(payload: dict) -> str:
+    if "timing" in payload:
+        return to_markdown(payload)
+    fake = dict(payload, timing={"variants": {}, "teacher_share": {}, "ot_overhead": {}, "pairs_source": "-",
+                                 "rounds": 0, "warmup_rounds": 0})
+    text = to_markdown(fake)
+    return text
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
