@@ -151,15 +151,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance (recipe default)")
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--sizes", default=None, help="comma-separated BATCHxTOKENS, e.g. 64x32,256x128")
+    parser.add_argument("--name", default="ot_solver", help="result file name (without extension)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.sizes:
+        sizes = [tuple(int(x) for x in item.split("x")) for item in args.sizes.split(",")]
     repeats = args.repeats or (1 if args.quick else 7)
     result = run(sizes, args.epsilon, args.tol, args.max_iter, device, repeats,
                  time_budget=1.0 if args.quick else 20.0)
-    check_size = sizes[0] if args.quick else HEADLINE
+    check_size = HEADLINE if HEADLINE in sizes else sizes[0]
     equality = {
         "size": list(check_size),
         "at_timed_settings": plan_differences(*check_size, args.epsilon, args.tol, args.max_iter, device),
@@ -176,7 +180,7 @@ def main(argv=None) -> dict:
         "plan_max_abs_difference": equality,
     }
     payload["verdict"] = verdict(payload)
-    json_path, md_path = write_results("ot_solver", args.out, payload, to_markdown(payload))
+    json_path, md_path = write_results(args.name, args.out, payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 

@@ -1,6 +1,7 @@
 """Scaling benchmark: time and memory against corpus size (faiss) and bitext size (reader).
 
-Corpus: random unit vectors, dim 384 (the index does not care what produced them), at
+Corpus: random unit vectors, dim 384, around 1000 random centres (the index does not care
+what produced them, only how they cluster), at
 10k, 100k and 1M documents. For each size: an IVF index through `optical.index.build_index`
 (`ivf:nlist=N,nprobe=32`, N = min(1024, size/39) so that faiss has ≥ 39 training points
 per list) and the exact flat index for reference; build time (IVF: train + add), search
@@ -44,11 +45,18 @@ N_QUERIES, K, NPROBE = 1000, 100, 32
 PLOT = ROOT / "docs" / "benchmarks_scaling.png"
 
 
-def unit_vectors(n: int, rng: np.random.Generator, dim: int = DIM, chunk: int = 100_000) -> np.ndarray:
+def unit_vectors(n: int, rng: np.random.Generator, dim: int = DIM, clusters: int = 1000,
+                 chunk: int = 100_000) -> np.ndarray:
+    """n random unit vectors around `clusters` random unit centres (cosine ≈ 0.5 within a
+    cluster), so that neighbourhoods exist as in real embeddings."""
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
-        block = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
-        out[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        size = min(chunk, n - start)
+        block = centres[rng.integers(0, clusters, size)]
+        block += rng.standard_normal((size, dim), dtype=np.float32) / np.sqrt(dim)
+        out[start:start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -71,15 +79,19 @@ def corpus_row(n: int, device, progress=print) -> dict:
             start = time.perf_counter()
             index = build_index(vectors, spec)
             build = time.perf_counter() - start
+        import faiss
+
+        index_bytes = int(faiss.serialize_index(index).nbytes)  # what the index holds (vectors + lists)
         start = time.perf_counter()
         _, ids = search(index, queries, K)
         search_seconds = time.perf_counter() - start
         results[kind] = ids
         row[kind] = {"spec": spec, "build_seconds": build, "search_seconds": search_seconds,
-                     "queries_per_second": N_QUERIES / search_seconds, "memory_added_mib": mib(peak.added_bytes)}
+                     "queries_per_second": N_QUERIES / search_seconds, "memory_added_mib": mib(peak.added_bytes),
+                     "index_mib": mib(index_bytes)}
         del index
         progress(f"{n:>9,} docs {kind:4s}: build {build:.2f}s, search {search_seconds:.3f}s, "
-                 f"+{mib(peak.added_bytes):.0f} MiB")
+                 f"+{mib(peak.added_bytes):.0f} MiB RSS, index {mib(index_bytes):.0f} MiB")
     exact, approx = results["flat"][:, :10], results["ivf"][:, :10]
     row["ivf"]["recall_at_10_vs_flat"] = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)]))
     return row
@@ -97,18 +109,17 @@ def write_bitext(path: Path, n: int) -> int:
 
 
 def bitext_child(path: str) -> dict:
-    import resource
+    import torch
 
-    from benchmarks._common import rss_bytes
+    from benchmarks._common import PeakMemory
     from optical.data.bitext import read_bitext
 
-    before = rss_bytes()
-    start = time.perf_counter()
-    bitext = read_bitext(path, "tsv", "vi")
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"pairs": len(bitext.pairs), "seconds": seconds, "rss_before_mib": mib(before), "peak_rss_mib": mib(peak),
-            "added_mib": mib(max(0, peak - before))}
+    with PeakMemory(torch.device("cpu"), interval=0.005) as peak:
+        start = time.perf_counter()
+        bitext = read_bitext(path, "tsv", "vi")
+        seconds = time.perf_counter() - start
+    return {"pairs": len(bitext.pairs), "seconds": seconds, "rss_before_mib": mib(peak.baseline_bytes),
+            "peak_rss_mib": mib(peak.peak_bytes), "added_mib": mib(peak.added_bytes)}
 
 
 def bitext_rows(sizes, progress=print) -> list[dict]:
@@ -169,14 +180,16 @@ def to_markdown(p: dict) -> str:
     m = p["machine"]
     lines = [f"# Scaling ({m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores, "
              f"faiss threads {p['settings']['faiss_threads']})", "",
-             f"`{p['command'].strip()}` — random unit vectors, dim {DIM}; {N_QUERIES} queries, k = {K}.", "",
-             markdown_table(["documents", "index", "build (s)", "search (s)", "queries/s", "memory added (MiB)",
+             f"`{p['command'].strip()}` — random unit vectors around 1000 random centres, dim {DIM}; {N_QUERIES} queries, k = {K}.", "",
+             markdown_table(["documents", "index", "build (s)", "search (s)", "queries/s", "index size (MiB)",
+                             "RSS added by build (MiB)",
                              "recall@10 vs flat"],
                             [[f"{r['documents']:,}", r[kind]["spec"], r[kind]["build_seconds"],
-                              r[kind]["search_seconds"], r[kind]["queries_per_second"], r[kind]["memory_added_mib"],
+                              r[kind]["search_seconds"], r[kind]["queries_per_second"], r[kind]["index_mib"],
+                              r[kind]["memory_added_mib"],
                               f"{r['ivf']['recall_at_10_vs_flat']:.3f}" if kind == "ivf" else "1 (exact)"]
                              for r in p["corpus"] for kind in ("flat", "ivf")]),
-             "", "Bitext reader (`read_bitext`, one fresh process per size, peak RSS from getrusage):", "",
+             "", "Bitext reader (`read_bitext`, one fresh process per size, peak RSS sampled every 5 ms):", "",
              markdown_table(["pairs", "file (MiB)", "seconds", "pairs/s", "peak RSS added (MiB)"],
                             [[f"{r['pairs']:,}", r["file_mib"], r["seconds"], r["pairs_per_second"], r["added_mib"]]
                              for r in p["bitext"]])]

@@ -89,7 +89,7 @@ def recipes_show(
 @app.command("eval")
 @handles_errors
 def eval_command(
-    task: str = typer.Option("beir", help="beir, mmarco, wikiclir or bitext."),
+    task: str = typer.Option("beir", help="beir, mmarco, wikiclir, bitext or captions."),
     lang: Optional[str] = typer.Option(None, help="Target language code (mmarco, wikiclir; names bitext tasks)."),
     path: Optional[Path] = typer.Option(None, help="BEIR folder (beir), pairs TSV (bitext) or hf:NAME (mmarco from the hub)."),
     split: Optional[str] = typer.Option(None, help="qrels split: test (beir), dev/small (mmarco)."),
@@ -117,6 +117,9 @@ def eval_command(
         run_a, run_b = compare
         typer.echo(format_comparison(compare_runs(run_a, run_b), run_a.name, run_b.name))
         return
+    if task == "captions":
+        captions_eval(path, student, teacher, lang, out, batch_size)
+        return
     from optical.evaluate import evaluate, format_report
 
     report = evaluate(task, path=path, lang=lang, split=split, student=student, teacher=teacher,
@@ -126,6 +129,23 @@ def eval_command(
                       perturb=perturb, perturb_side=perturb_side, batch_size=batch_size, seed=seed,
                       cache_dir=cache_dir, show_progress=sys.stderr.isatty())
     typer.echo(format_report(report))
+
+def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
+                  out: Optional[Path], batch_size: int) -> None:
+    """`optical eval --task captions`: CLIP image tower vs the student's captions."""
+    from optical.captions import evaluate_captions, format_captions_report
+    from optical.encoders import resolve_run
+
+    if path is None:
+        fail("--task captions needs --path CAPTIONS.jsonl")
+    if teacher is None and student is not None:
+        run_teacher = resolve_run(student).teacher
+        if run_teacher is not None and run_teacher.kind == "clip":
+            teacher = run_teacher.model
+    report = evaluate_captions(path, student, teacher, lang or "vi", out_dir=out, batch_size=batch_size,
+                               show_progress=sys.stderr.isatty())
+    typer.echo(format_captions_report(report))
+
 
 def main() -> None:
     try:

@@ -156,3 +156,25 @@ def test_student_from_another_teacher_space_is_a_clear_error(tmp_path, tiny_clip
     path = write_captions(tmp_path, n=2, per_image=1)
     with pytest.raises(OpticalError, match="distill the student with --teacher clip"):
         evaluate_captions(path, str(tiny_teacher_st), str(tiny_clip), "vi")
+
+
+def test_eval_cli_captions_uses_the_runs_clip_teacher(tmp_path, tiny_clip, tiny_student, bitext_tsv):
+    """`optical distill --teacher clip` then `optical eval --task captions` through the CLI."""
+    from typer.testing import CliRunner
+
+    from optical.cli import app
+
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["distill", "--teacher", "clip", "--teacher-model", str(tiny_clip), "--lang", "vi",
+                                 "--bitext", str(bitext_tsv), "--student", str(tiny_student), "--out", str(run_dir),
+                                 "--steps", "2", "--set", "train.batch_size=8", "--set", "bitext.heldout=8",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output
+    path = write_captions(tmp_path / "data", n=6, per_image=1)
+    result = runner.invoke(app, ["eval", "--task", "captions", "--path", str(path), "--lang", "vi",
+                                 "--student", str(run_dir), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "t2i_R@1" in result.output and (tmp_path / "eval" / "metrics.json").is_file()
+    missing = runner.invoke(app, ["eval", "--task", "captions", "--student", str(run_dir)])
+    assert missing.exit_code == 2 and "needs --path" in missing.output
