@@ -158,7 +158,7 @@ def main() -> None:
 @app.command()
 @handles_errors
 def distill(
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML (recipes/<lang>/<task>.yaml)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML file, or a shipped recipe by name (vi/mmarco)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher kind: sentence-transformers, clip, cross-encoder, hf."),
     teacher_model: Optional[str] = typer.Option(None, help="Teacher hub id, path or packaged:NAME (default per kind)."),
     lang: Optional[str] = typer.Option(None, help="Language code of the non-English side, e.g. vi."),
@@ -180,6 +180,10 @@ def distill(
              "student.model": student, "output_dir": out, "loss": loss, "train.steps": steps,
              "bitext.on_bad_line": on_bad_line}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
+    if recipe is not None and not recipe.is_file() and recipe.suffix != ".yaml":
+        from optical.recipe_files import find_recipe
+
+        recipe = find_recipe(str(recipe))  # a shipped recipe by name: vi/mmarco
     loaded = load_recipe(recipe, overrides) if recipe else recipe_from_dict({}, overrides, path="<flags>")
     if loaded.bitext.path is None and loaded.bitext.hf_name is None:
         fail("no bitext: give --bitext FILE or a recipe with bitext.path / bitext.hf_name")

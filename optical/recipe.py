@@ -44,6 +44,10 @@ class StudentConfig:
     model: str = "xlm-roberta-base"
     max_length: int = 128
     prefix: str = ""  # prepended to every student input (e5 models expect "query: ")
+    # Keep the word-embedding matrix fixed: in multilingual encoders it holds most of the
+    # parameters (96M of e5-small's 118M), so AdamW over it dominates a CPU step, and rare
+    # tokens absent from the bitext would drift for nothing.
+    freeze_embeddings: bool = True
 
 
 @dataclass(frozen=True)

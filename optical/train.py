@@ -186,6 +186,9 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     pooler = getattr(student.transformer.auto_model, "pooler", None)
     if isinstance(pooler, torch.nn.Module):
         pooler.requires_grad_(False)
+    if recipe.student.freeze_embeddings:
+        frozen = student.freeze_word_embeddings()
+        say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
 
     # -- teacher states (computed once; cached on disk across runs)
     english = [p[0] for p in train_pairs] + [p[0] for p in heldout]

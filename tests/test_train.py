@@ -54,9 +54,10 @@ def test_gradients_reach_every_student_parameter(tiny_teacher_st, tiny_student, 
     """One step of token_ot + mse moves every trainable tensor of the student."""
     from optical.models.student import Student
 
-    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st)}, "student": {"model": str(tiny_student)},
+    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st)},
                                "bitext": {"path": str(bitext_tsv), "heldout": 0}, "output_dir": str(tmp_path / "r"),
-                               "warm_start": {"method": "none"}},
+                               "warm_start": {"method": "none"}, "student": {"model": str(tiny_student),
+                                                                             "freeze_embeddings": False}},
                               ["train.steps=1", "train.lr=1e-2", "train.warmup_ratio=0", "train.weight_decay=0"])
     before = Student.create(str(tiny_student), 32).state_dict()
     after = Student.load(distill(recipe, show_progress=False).student_dir).state_dict()
@@ -66,6 +67,21 @@ def test_gradients_reach_every_student_parameter(tiny_teacher_st, tiny_student, 
     unchanged = [k for k in before if before[k].dtype.is_floating_point and torch.equal(before[k], after[k])
                  and not any(s in k for s in skip)]
     assert unchanged == []
+
+
+def test_frozen_word_embeddings_stay_put_and_the_rest_trains(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+    from optical.models.student import Student
+
+    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st)}, "student": {"model": str(tiny_student)},
+                               "bitext": {"path": str(bitext_tsv), "heldout": 0}, "output_dir": str(tmp_path / "r"),
+                               "warm_start": {"method": "none"}}, ["train.steps=2", "train.lr=1e-2"])
+    assert recipe.student.freeze_embeddings  # the default
+    before = Student.create(str(tiny_student), 32).state_dict()
+    after = Student.load(distill(recipe, show_progress=False).student_dir).state_dict()
+    word = [k for k in before if k.endswith("word_embeddings.weight")]
+    assert len(word) == 1 and torch.equal(before[word[0]], after[word[0]])
+    layer = [k for k in before if "encoder.layer.0.attention.self.query.weight" in k]
+    assert layer and not torch.equal(before[layer[0]], after[layer[0]])
 
 
 def test_warm_start_only_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):

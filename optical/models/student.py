@@ -115,6 +115,12 @@ class Student(nn.Module):
     def max_length(self) -> int:
         return self.model.max_seq_length
 
+    def freeze_word_embeddings(self) -> int:
+        """Stop training the input word embeddings; returns how many parameters were frozen."""
+        embeddings = self.transformer.auto_model.get_input_embeddings()
+        embeddings.requires_grad_(False)
+        return sum(p.numel() for p in embeddings.parameters())
+
     def prefix_length(self) -> int:
         """How many tokens the prefix adds after the first special token (masked out of OT)."""
         if not self.prefix:

@@ -1,0 +1,31 @@
+"""The OT-solver benchmark runs in its quickest mode and writes the JSON and markdown it
+promises. No timing is asserted: timings belong to benchmarks, not tests."""
+
+import json
+
+import pytest
+
+pytest.importorskip("ot")
+pytest.importorskip("psutil")
+
+
+def test_ot_solver_benchmark_quick_writes_expected_json(tmp_path):
+    from benchmarks import ot_solver
+
+    ot_solver.main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)])
+
+    payload = json.loads((tmp_path / "ot_solver.json").read_text(encoding="utf-8"))
+    assert {"benchmark", "command", "settings", "machine", "rows", "plan_max_abs_difference", "verdict"} <= set(payload)
+    assert payload["benchmark"] == "ot_solver"
+    assert payload["settings"]["timing_dtype"] == "float32"
+    assert payload["settings"]["equality_dtype"] == "float64"
+    row = payload["rows"][0]
+    assert {"batch", "tokens", "solvers"} <= set(row)
+    assert {"optical", "pot_loop"} <= set(row["solvers"])
+    for entry in row["solvers"].values():
+        assert {"seconds", "iterations", "speedup_of_optical"} <= set(entry)
+    differences = payload["plan_max_abs_difference"]
+    assert {"size", "at_timed_settings", "converged"} <= set(differences)
+    # the equality check is a correctness property, not a timing: plans agree with POT
+    assert payload["verdict"]["plans_equal_to_1e-5"] is True
+    assert (tmp_path / "ot_solver.md").read_text(encoding="utf-8").startswith("# OT solver")
