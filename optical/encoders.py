@@ -19,21 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from optical.errors import OpticalError, where
-
-
-def folder_identity(path: str | Path) -> str:
-    """Hash of every file's relative path, size and mtime under ``path`` (or of one file).
-
-    Cheap even for GB-sized weights, and changes whenever a checkpoint is rewritten.
-    """
-    path = Path(path)
-    digest = hashlib.sha256(str(path.resolve()).encode())
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat.st_size}|"
-                      f"{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+from optical.models.sources import folder_identity  # noqa: F401  (re-exported)
 
 
 def model_identity(spec: str, resolved: str) -> str:

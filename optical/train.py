@@ -29,7 +29,7 @@ from optical.checkpoint import (atomic_write_text, latest_checkpoint, load_train
 from optical.data.bitext import read_bitext, split_heldout
 from optical.errors import OpticalError
 from optical.losses import DistillBatch, build_objective
-from optical.models.sources import default_cache_dir
+from optical.models.sources import default_cache_dir, folder_identity, resolve_model
 from optical.models.student import Student
 from optical.models.teacher import Teacher, load_teacher
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
@@ -131,6 +131,16 @@ def write_rank_hash(model: torch.nn.Module, rank: int) -> None:
     atomic_write_text(Path(folder) / f"weights_rank{rank}.sha256", digest.hexdigest() + "\n")
 
 
+def warm_start_cache(cache_dir: Path, recipe: Recipe, pairs: list[tuple[str, str]]) -> Path:
+    """Cache file for the untrained student's pooled states on these pairs."""
+    resolved = resolve_model(recipe.student.model, cache_dir)
+    digest = hashlib.sha256(f"{recipe.student.model}|{folder_identity(resolved) if Path(resolved).exists() else ''}|"
+                            f"{recipe.student.max_length}|{recipe.student.prefix}".encode())
+    for en, other in pairs:
+        digest.update(f"{en}\t{other}\n".encode("utf-8"))
+    return cache_dir / "warm_start" / f"{digest.hexdigest()[:24]}.safetensors"
+
+
 def _log(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -207,7 +217,8 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     if checkpoint is None and ws.method != "none":
         n = min(ws.pairs, len(train_pairs))
         warm_report = warm_start(student, train_pairs[:n], store.sentence[:n], ws.method, ws.ridge,
-                                 ws.batch_size, show_progress=progress).as_dict()
+                                 ws.batch_size, show_progress=progress,
+                                 cache_path=warm_start_cache(cache_dir, recipe, train_pairs[:n])).as_dict()
         say(f"warm start ({ws.method}, {n} pairs): held-out cosine to teacher "
             f"{warm_report['heldout_cosine_before']:.3f} → {warm_report['heldout_cosine_after']:.3f}")
 

@@ -14,10 +14,13 @@ nDCG@10 from 0.02 to 0.57, where a short fine-tune from unaligned spaces reaches
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 
@@ -70,17 +73,35 @@ def pooled_student_states(student, texts: list[str], batch_size: int, device, sh
     return torch.cat(chunks)
 
 
+def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path: Path | None):
+    """Pooled states of both sides ([N, hidden] each), read from / written to `cache_path`.
+
+    They depend only on the untrained student and the texts, so every run that starts from
+    the same student on the same bitext (e.g. loss ablations) computes them once."""
+    if cache_path is not None and cache_path.is_file():
+        data = load_file(str(cache_path))
+        return data["other"], data["english"]
+    other = pooled_student_states(student, [p[1] for p in pairs], batch_size, device, show_progress)
+    english = pooled_student_states(student, [p[0] for p in pairs], batch_size, device, show_progress)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        save_file({"other": other.contiguous(), "english": english.contiguous()}, str(tmp))
+        os.replace(tmp, cache_path)
+    return other, english
+
+
 @torch.no_grad()
 def warm_start(student, pairs: list[tuple[str, str]], teacher_sentences: torch.Tensor, method: str = "ridge",
                ridge: float = 1.0, batch_size: int = 64, heldout_fraction: float = 0.1,
-               show_progress: bool = False) -> WarmStartReport:
+               show_progress: bool = False, cache_path: Path | None = None) -> WarmStartReport:
     """Fit `student.head` in closed form on `pairs` ([(en, other)]) against the teacher's
-    English sentence embeddings `teacher_sentences` [N, D]; report held-out cosine."""
+    English sentence embeddings `teacher_sentences` [N, D]; report held-out cosine.
+    `cache_path`: a safetensors file for the student's pooled states (see _pooled_pairs)."""
     device = student.head.weight.device
     n = len(pairs)
     n_held = max(1, int(n * heldout_fraction)) if n >= 10 else 0
-    other = pooled_student_states(student, [p[1] for p in pairs], batch_size, device, show_progress)
-    english = pooled_student_states(student, [p[0] for p in pairs], batch_size, device, show_progress)
+    other, english = _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path)
     target = teacher_sentences.float().cpu()
     fit_x = torch.cat([other[n_held:], english[n_held:]])
     fit_y = torch.cat([target[n_held:], target[n_held:]])

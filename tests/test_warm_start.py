@@ -40,3 +40,20 @@ def test_warm_start_fits_student_head_and_saved_student_reproduces_it(tmp_path, 
     texts = [p[1] for p in pairs[:5]]
     expected = torch.nn.functional.normalize(other[:5] @ student.head.weight.detach().T + student.head.bias.detach(), dim=-1)
     np.testing.assert_allclose(loaded.encode(texts, normalize_embeddings=True), expected.numpy(), atol=1e-4)
+
+
+def test_pooled_states_are_cached_between_runs(tmp_path, tiny_student, bitext_tsv, monkeypatch):
+    import optical.warm_start as ws
+
+    pairs = [tuple(line.split("\t")) for line in bitext_tsv.read_text("utf-8").splitlines()]
+    target = torch.randn(len(pairs), 8, generator=torch.Generator().manual_seed(3))
+    cache = tmp_path / "pooled.safetensors"
+    first = warm_start(Student.create(str(tiny_student), output_dim=8), pairs, target, cache_path=cache)
+    assert cache.is_file()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("pooled states should come from the cache")
+
+    monkeypatch.setattr(ws, "pooled_student_states", must_not_run)
+    second = warm_start(Student.create(str(tiny_student), output_dim=8), pairs, target, cache_path=cache)
+    assert second.heldout_cosine_after == first.heldout_cosine_after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -34,3 +35,18 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise OpticalError(f"model path does not exist: {spec}")
     return spec
+
+
+def folder_identity(path: str | Path) -> str:
+    """Hash of every file's relative path, size and mtime under ``path`` (or of one file).
+
+    Cheap even for GB-sized weights, and changes whenever a checkpoint is rewritten.
+    """
+    path = Path(path)
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat.st_size}|"
+                      f"{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

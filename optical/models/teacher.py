@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from optical.errors import OpticalError
-from optical.models.sources import resolve_model
+from optical.models.sources import folder_identity, resolve_model
 from optical.recipe import TEACHER_DEFAULTS
 
 KINDS = tuple(TEACHER_DEFAULTS)
@@ -69,11 +69,7 @@ class Teacher(nn.Module):
     def fingerprint(self) -> str:
         """Identifies teacher + settings for the on-disk cache of its outputs."""
         resolved = resolve_model(self.spec)
-        stamp = ""
-        path = Path(resolved)
-        if path.exists():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json"))
-            stamp = ";".join(f"{p.relative_to(path)}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+        stamp = folder_identity(resolved) if Path(resolved).exists() else ""
         key = f"{self.kind}|{self.spec}|{self.max_length}|{self.layer}|{stamp}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
