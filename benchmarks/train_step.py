@@ -51,7 +51,9 @@ PREFIX = "query: "
 PHASES = ("teacher", "student_forward", "loss", "backward", "optimizer")
 OBJECTIVES = {"token_ot+mse": (("token_ot", 1.0, {}), ("mse", 1.0, {"english": True})),
               "mse": (("mse", 1.0, {"english": True}),)}
-MEMORY_GRID = [(8, 64), (16, 64), (32, 64), (64, 64), (32, 32), (32, 128), (32, 256)]
+# (32, 256) peaks at ~17 GB RSS on CPU: opt in with --memory-long on a machine that has it.
+MEMORY_GRID = [(8, 64), (16, 64), (32, 64), (64, 64), (32, 32), (32, 128)]
+MEMORY_GRID_LONG = [(32, 256)]
 MEMORY_GRID_QUICK = [(4, 16), (8, 16)]
 
 
@@ -147,6 +149,51 @@ class Bench:
         return times
 
 
+def isolated_loss_seconds(bench: "Bench", pairs, indices, repeats: int = 20) -> dict[str, dict[str, float]]:
+    """Loss forward + its backward down to the student's outputs only (no encoder), per
+    objective, on one fixed batch: what the OT term itself costs, without the noise of
+    the encoder's backward. Medians of `repeats`."""
+    from optical.losses import DistillBatch
+    from optical.train import ot_mask
+
+    dev = bench.device
+    english = [pairs[i][0] for i in indices]
+    other = [pairs[i][1] for i in indices]
+    t_out = bench.store.batch(indices, dev)
+    with torch.no_grad():
+        features = {k: v.to(dev) for k, v in bench.student.tokenize(other).items()}
+        s_tokens, s_sentence = bench.student(features)
+        en_features = {k: v.to(dev) for k, v in bench.student.tokenize(english).items()}
+        s_sentence_en = bench.student(en_features)[1]
+    t_mask = ot_mask(t_out.input_ids, t_out.attention_mask, bench.teacher_special, True)
+    s_mask = ot_mask(features["input_ids"], features["attention_mask"], bench.student_special, True,
+                     bench.prefix_length)
+    out = {}
+    for name, obj in bench.objectives.items():
+        samples = {"forward": [], "backward": []}
+        for r in range(repeats + 2):
+            leaves = [x.detach().clone().requires_grad_(True) for x in (s_tokens, s_sentence, s_sentence_en)]
+            batch = DistillBatch(teacher_tokens=t_out.token_states, teacher_mask=t_mask,
+                                 teacher_sentence=t_out.sentence, student_tokens=leaves[0], student_mask=s_mask,
+                                 student_sentence=leaves[1], student_sentence_en=leaves[2])
+            synchronize(dev)
+            start = time.perf_counter()
+            loss, _ = obj(batch)
+            synchronize(dev)
+            middle = time.perf_counter()
+            loss.backward()
+            synchronize(dev)
+            end = time.perf_counter()
+            if r >= 2:
+                samples["forward"].append(middle - start)
+                samples["backward"].append(end - middle)
+        out[name] = {k: statistics.median(v) for k, v in samples.items()}
+        out[name]["total"] = out[name]["forward"] + out[name]["backward"]
+    out["shape"] = {"batch": len(indices), "teacher_tokens": int(t_out.token_states.shape[1]),
+                    "student_tokens": int(s_tokens.shape[1])}
+    return out
+
+
 class _Null:
     def __enter__(self):
         return self
@@ -217,9 +264,14 @@ def time_steps(device, batch_size: int, max_length: int, rounds: int, warmup: in
             "loss_plus_backward_extra_over_mse_step": statistics.median(extra_phases) / mse_median["total"],
         }
     teacher_share = {key: s["teacher"] / s["total"] for key, s in summary.items()}
+    isolated = isolated_loss_seconds(bench, sub_pairs, batches[0])
+    for mode in ("warm", "cold"):
+        overhead[mode]["isolated_loss_extra_over_mse_step"] = (
+            isolated["token_ot+mse"]["total"] - isolated["mse"]["total"]) / summary[f"mse|{mode}"]["total"]
     return {"pairs_source": source, "n_pairs_used": len(sub_pairs), "setup_seconds": setup_seconds,
             "teacher_store_build_seconds": store_seconds, "rounds": rounds, "warmup_rounds": warmup,
-            "variants": summary, "ot_overhead": overhead, "teacher_share": teacher_share}
+            "variants": summary, "ot_overhead": overhead, "teacher_share": teacher_share,
+            "isolated_loss": isolated}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -265,8 +317,11 @@ def memory_grid(device, grid, objective: str, threads, progress=print) -> list[d
         if threads:
             cmd += ["--threads", str(threads)]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"memory child {batch_size}x{length} failed:\n{done.stderr[-2000:]}")
+        if done.returncode != 0:  # e.g. out of memory: record it, keep the other rows
+            reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            rows.append({"batch": batch_size, "length": length, "error": reason})
+            progress(f"memory batch {batch_size} length {length}: failed ({reason})")
+            continue
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         progress(f"memory batch {batch_size} length {length}: +{row['added_mib']:.0f} MiB "
@@ -280,10 +335,22 @@ def memory_grid(device, grid, objective: str, threads, progress=print) -> list[d
 def to_markdown(payload: dict) -> str:
     s, m = payload["settings"], payload["machine"]
     lines = [f"# Training step ({s['device']}, {m.get('torch_threads')} torch thread(s))", "",
-             f"`{payload['command'].strip()}` — teacher `{TEACHER}`, student `{STUDENT}`, batch {s['batch_size']}, "
-             f"max length {s['max_length']}, pairs from `{payload['timing']['pairs_source']}`; "
-             f"median of {payload['timing']['rounds']} rounds (after {payload['timing']['warmup_rounds']} warm-up); "
+             f"`{payload['command'].strip()}` — teacher `{TEACHER}`, student `{STUDENT}`; "
              f"{m.get('cpu_model', m.get('processor'))}, {m.get('cpu_count')} cores.", ""]
+    if "timing" in payload:
+        lines += [f"Batch {s['batch_size']}, max length {s['max_length']}, pairs from "
+                  f"`{payload['timing']['pairs_source']}`; median of {payload['timing']['rounds']} rounds "
+                  f"(after {payload['timing']['warmup_rounds']} warm-up).", ""]
+        lines += timing_markdown(payload)
+    if payload.get("memory"):
+        lines += memory_markdown(payload["memory"])
+    if payload.get("verdict"):
+        lines += ["", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in payload["verdict"].items())]
+    return "\n".join(lines)
+
+
+def timing_markdown(payload: dict) -> list[str]:
+    lines = []
     headers = ["objective", "teacher states", *PHASES, "step (s)", "teacher share", "peak memory added (MiB)"]
     rows = []
     for key, v in payload["timing"]["variants"].items():
@@ -296,23 +363,36 @@ def to_markdown(payload: dict) -> str:
     lines += ["", "Token-level OT overhead (token_ot + mse vs mse alone, same batches):", ""]
     lines.append(markdown_table(
         ["teacher states", "ratio of median steps", "median of paired per-round ratios",
-         "(extra loss + backward) / mse step"],
+         "(extra loss + backward) / mse step", "isolated loss fwd+bwd extra / mse step"],
         [[mode, f"{o['ratio_of_median_totals']:+.1%}", f"{o['median_paired_ratio']:+.1%}",
-          f"{o['loss_plus_backward_extra_over_mse_step']:+.1%}"]
+          f"{o['loss_plus_backward_extra_over_mse_step']:+.1%}",
+          f"{o['isolated_loss_extra_over_mse_step']:+.2%}"]
          for mode, o in payload["timing"]["ot_overhead"].items()]))
-    if payload.get("memory"):
-        mem = payload["memory"]
-        lines += ["", f"Peak memory of a training step ({mem['rows'][0]['kind']}), objective "
+    iso = payload["timing"].get("isolated_loss")
+    if iso:
+        shape = iso["shape"]
+        lines += ["", f"The losses alone (forward, and backward down to the student's outputs), batch {shape['batch']}, "
+                  f"{shape['teacher_tokens']} teacher × {shape['student_tokens']} student tokens, median of 20:", "",
+                  markdown_table(["objective", "forward (ms)", "backward (ms)", "total (ms)"],
+                                 [[name, v["forward"] * 1e3, v["backward"] * 1e3, v["total"] * 1e3]
+                                  for name, v in iso.items() if name != "shape"])]
+    return lines
+
+
+def memory_markdown(mem: dict) -> list[str]:
+    lines = []
+    if mem:
+        kind = next((r["kind"] for r in mem["rows"] if "kind" in r), "?")
+        lines += ["", f"Peak memory of a training step ({kind}), objective "
                   f"`{mem['objective']}`, warm teacher cache, every sequence exactly `length` tokens, "
                   "3 steps in a fresh process:", ""]
         lines.append(markdown_table(
             ["batch", "length", "student tokens", "in use before (MiB)", "peak (MiB)", "added by training (MiB)",
              "step (s)"],
             [[r["batch"], r["length"], r["student_tokens"], r["before_mib"], r["peak_mib"], r["added_mib"],
-              r["step_seconds_last"]] for r in mem["rows"]]))
-    if payload.get("verdict"):
-        lines += ["", "Verdict: " + ", ".join(f"{k} = {v}" for k, v in payload["verdict"].items())]
-    return "\n".join(lines)
+              r["step_seconds_last"]] if "error" not in r else [r["batch"], r["length"], "failed: " + r["error"],
+                                                               "", "", "", ""] for r in mem["rows"]]))
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -322,6 +402,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--memory", action="store_true", help="also the memory grid (one process per size)")
     parser.add_argument("--memory-only", action="store_true", help="only the memory grid")
+    parser.add_argument("--memory-long", action="store_true", help="add batch 32 × length 256 (~17 GB on CPU)")
     parser.add_argument("--objective", default="token_ot+mse", choices=list(OBJECTIVES))
     parser.add_argument("--memory-child", nargs=2, type=int, metavar=("BATCH", "LENGTH"), help=argparse_hidden())
     args = parser.parse_args(argv)
@@ -343,7 +424,7 @@ def main(argv=None) -> dict:
     if not args.memory_only:
         payload["timing"] = time_steps(device, batch_size, max_length, rounds, warmup=1)
     if args.memory or args.memory_only:
-        grid = MEMORY_GRID_QUICK if args.quick else MEMORY_GRID
+        grid = MEMORY_GRID_QUICK if args.quick else MEMORY_GRID + (MEMORY_GRID_LONG if args.memory_long else [])
         payload["memory"] = {"objective": args.objective,
                              "rows": memory_grid(device, grid, args.objective, args.threads)}
     if "timing" in payload:
@@ -351,24 +432,16 @@ def main(argv=None) -> dict:
         payload["verdict"] = {
             "ot_overhead_warm_cache": round(t["ot_overhead"]["warm"]["median_paired_ratio"], 4),
             "ot_overhead_cold_teacher": round(t["ot_overhead"]["cold"]["median_paired_ratio"], 4),
+            "ot_loss_isolated_extra_over_mse_step": round(t["ot_overhead"]["warm"]["isolated_loss_extra_over_mse_step"], 5),
             "target_ot_overhead_at_most_15pct_met": t["ot_overhead"]["warm"]["median_paired_ratio"] <= 0.15
             and t["ot_overhead"]["cold"]["median_paired_ratio"] <= 0.15,
             "teacher_share_cold": round(t["teacher_share"]["token_ot+mse|cold"], 4),
             "teacher_share_warm": round(t["teacher_share"]["token_ot+mse|warm"], 4),
         }
     name = "train_step" if "timing" in payload else "train_memory"
-    json_path, md_path = write_results(name, args.out, payload, to_markdown_any(payload))
+    json_path, md_path = write_results(name, args.out, payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
-
-
-def to_markdown_any(payload: dict) -> str:
-    if "timing" in payload:
-        return to_markdown(payload)
-    fake = dict(payload, timing={"variants": {}, "teacher_share": {}, "ot_overhead": {}, "pairs_source": "-",
-                                 "rounds": 0, "warmup_rounds": 0})
-    text = to_markdown(fake)
-    return text
 
 
 def argparse_hidden():

@@ -131,6 +131,15 @@ def write_rank_hash(model: torch.nn.Module, rank: int) -> None:
     atomic_write_text(Path(folder) / f"weights_rank{rank}.sha256", digest.hexdigest() + "\n")
 
 
+def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = "", batch: int = 4096) -> int:
+    """How many texts have more tokens (specials included) than `max_length` and get cut."""
+    over = 0
+    for start in range(0, len(texts), batch):
+        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False)["input_ids"]
+        over += sum(len(x) > max_length for x in ids)
+    return over
+
+
 def warm_start_cache(cache_dir: Path, recipe: Recipe, pairs: list[tuple[str, str]]) -> Path:
     """Cache file for the untrained student's pooled states on these pairs."""
     resolved = resolve_model(recipe.student.model, cache_dir)
@@ -199,6 +208,16 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     if recipe.student.freeze_embeddings:
         frozen = student.freeze_word_embeddings()
         say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
+
+    truncated = {
+        "teacher_en": count_truncated(teacher.tokenizer, [p[0] for p in train_pairs], teacher.max_length),
+        "student_other": count_truncated(student.tokenizer, [p[1] for p in train_pairs], student.max_length,
+                                         student.prefix),
+    }
+    if any(truncated.values()):
+        say(f"truncated to max_length: {truncated['teacher_en']} English sentences (teacher, "
+            f"{teacher.max_length} tokens), {truncated['student_other']} {recipe.lang} sentences "
+            f"(student, {student.max_length} tokens) of {len(train_pairs)}")
 
     # -- teacher states (computed once; cached on disk across runs)
     english = [p[0] for p in train_pairs] + [p[0] for p in heldout]
@@ -353,6 +372,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         metrics = heldout_metrics(final, heldout, heldout_teacher)
         summary = {"steps": total_steps, "pairs": len(bitext.pairs), "train_pairs": n_train,
                    "heldout_pairs": len(heldout), "skipped_lines": len(bitext.bad),
+                   "truncated": truncated,
                    "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
                    "warm_start": warm_report, "heldout": metrics,
                    "seconds": round(time.perf_counter() - started, 2)}

@@ -153,3 +153,18 @@ def test_bad_line_error_mode(tmp_path, tiny_teacher_st, tiny_student):
     path.write_text("a\tb\nbroken line\n", "utf-8")
     with pytest.raises(OpticalError, match="bad.tsv:2"):
         distill(recipe_from_dict({"bitext": {"path": str(path), "on_bad_line": "error"}}), show_progress=False)
+
+
+def test_overlong_sentences_are_truncated_and_counted(tiny_teacher_st, tiny_student, tmp_path):
+    path = tmp_path / "long.tsv"
+    long_en = " ".join(["the cat sleeps on the warm bed"] * 10)
+    long_vi = " ".join(["con mèo ngủ trên giường ấm"] * 10)
+    path.write_text("".join(f"{long_en if i % 2 else 'a cat'}\t{long_vi if i % 3 == 0 else 'con mèo'}\n"
+                            for i in range(12)), "utf-8")
+    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st), "max_length": 16},
+                               "student": {"model": str(tiny_student), "max_length": 16},
+                               "bitext": {"path": str(path), "heldout": 0}, "output_dir": str(tmp_path / "r")},
+                              ["train.steps=1", "train.batch_size=4"])
+    distill(recipe, show_progress=False)
+    truncated = json.loads((tmp_path / "r" / "metrics.json").read_text())["truncated"]
+    assert truncated == {"teacher_en": 6, "student_other": 4}
