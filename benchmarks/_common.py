@@ -144,7 +144,7 @@ def machine_info(device) -> dict:
         import psutil
 
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
-        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+        info["load_average_when_recorded"] = [round(x, 2) for x in os.getloadavg()]
     except ImportError:
         pass
     if device.type == "cuda":

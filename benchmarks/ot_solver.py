@@ -162,6 +162,7 @@ def main(argv=None) -> dict:
     if args.sizes:
         sizes = [tuple(int(x) for x in item.split("x")) for item in args.sizes.split(",")]
     repeats = args.repeats or (1 if args.quick else 7)
+    machine = machine_info(device)
     result = run(sizes, args.epsilon, args.tol, args.max_iter, device, repeats,
                  time_budget=1.0 if args.quick else 20.0)
     check_size = HEADLINE if HEADLINE in sizes else sizes[0]
@@ -179,7 +180,7 @@ def main(argv=None) -> dict:
         "settings": {"epsilon": args.epsilon, "tol": args.tol, "max_iter": args.max_iter, "dim": DIM,
                      "cost": "cosine", "masses": "uniform", "timing_dtype": "float32",
                      "equality_dtype": "float64", "device": str(device), "quick": args.quick},
-        "machine": machine_info(device),
+        "machine": machine,
         "rows": result["rows"],
         "plan_max_abs_difference": equality,
     }

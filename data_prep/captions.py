@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from data_prep.clean import run_cli
+from optical.data.jsonl import read_jsonl
 from optical.errors import OpticalError, where
 
 
@@ -59,32 +60,25 @@ def crossmodal3600_to_jsonl(captions_jsonl: str | Path, images_dir: str | Path, 
     if not source.is_file():
         raise OpticalError(f"{source}: Crossmodal-3600 captions file not found")
     records, skipped = [], 0
-    with source.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    for number, row in read_jsonl(source):
+        here = where(source, number)
+        if not isinstance(row.get("image/key"), str):
+            raise OpticalError(f"{here}: image/key: missing")
+        image = images_dir / f"{row['image/key']}{image_ext}"
+        if not image.is_file():
+            if missing_image == "skip":
+                skipped += 1
                 continue
-            here = where(source, number)
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise OpticalError(f"{here}: invalid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("image/key"), str):
-                raise OpticalError(f"{here}: image/key: missing")
-            image = images_dir / f"{row['image/key']}{image_ext}"
-            if not image.is_file():
-                if missing_image == "skip":
-                    skipped += 1
-                    continue
-                raise OpticalError(f"{here}: image file not found: {image}")
-            captions = {}
-            for lang in langs:
-                entry = row.get(lang)
-                texts = _clean(entry.get("caption") if isinstance(entry, dict) else None)
-                if texts:
-                    captions[lang] = texts
-            if langs[0] not in captions:
-                raise OpticalError(f"{here}: {langs[0]}.caption: no captions in language {langs[0]!r}")
-            records.append({"image": _relative(image, out), "captions": captions})
+            raise OpticalError(f"{here}: image file not found: {image}")
+        captions = {}
+        for lang in langs:
+            entry = row.get(lang)
+            texts = _clean(entry.get("caption") if isinstance(entry, dict) else None)
+            if texts:
+                captions[lang] = texts
+        if langs[0] not in captions:
+            raise OpticalError(f"{here}: {langs[0]}.caption: no captions in language {langs[0]!r}")
+        records.append({"image": _relative(image, out), "captions": captions})
     if not records:
         raise OpticalError(f"{source}: no images with captions")
     _write(records, out)

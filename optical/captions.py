@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optical.data.jsonl import read_jsonl
 from optical.errors import OpticalError, where
 
 KS = (1, 5, 10)
@@ -49,39 +50,32 @@ def load_captions(jsonl: str | Path, lang: str, english: str | None = "en") -> C
     english_ok = english is not None and english != lang
     if english_ok:
         texts[english], owners[english] = [], []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    for number, record in read_jsonl(path):
+        here = where(path, number)
+        if not isinstance(record.get("image"), str):
+            raise OpticalError(f"{here}: image: expected an object with an \"image\" path")
+        captions = record.get("captions")
+        if not isinstance(captions, dict):
+            raise OpticalError(f"{here}: captions: expected a mapping language → list of captions")
+        image = Path(record["image"])
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            raise OpticalError(f"{here}: image: file not found: {image}")
+        index = len(images)
+        images.append(image)
+        for code in list(texts):
+            found = captions.get(code)
+            if isinstance(found, str):
+                found = [found]
+            found = [c for c in found or [] if isinstance(c, str) and c.strip()]
+            if not found:
+                if code == lang:
+                    raise OpticalError(f"{here}: captions.{lang}: no captions in language {lang!r} "
+                                       f"(has: {', '.join(captions) or 'none'})")
+                english_ok = False
                 continue
-            here = where(path, number)
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise OpticalError(f"{here}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("image"), str):
-                raise OpticalError(f"{here}: image: expected an object with an \"image\" path")
-            captions = record.get("captions")
-            if not isinstance(captions, dict):
-                raise OpticalError(f"{here}: captions: expected a mapping language → list of captions")
-            image = Path(record["image"])
-            image = image if image.is_absolute() else path.parent / image
-            if not image.is_file():
-                raise OpticalError(f"{here}: image: file not found: {image}")
-            index = len(images)
-            images.append(image)
-            for code in list(texts):
-                found = captions.get(code)
-                if isinstance(found, str):
-                    found = [found]
-                found = [c for c in found or [] if isinstance(c, str) and c.strip()]
-                if not found:
-                    if code == lang:
-                        raise OpticalError(f"{here}: captions.{lang}: no captions in language {lang!r} "
-                                           f"(has: {', '.join(captions) or 'none'})")
-                    english_ok = False
-                    continue
-                texts[code].extend(found)
-                owners[code].extend([index] * len(found))
+            texts[code].extend(found)
+            owners[code].extend([index] * len(found))
     if not images:
         raise OpticalError(f"{path}: no images")
     if english is not None and english != lang and not english_ok:

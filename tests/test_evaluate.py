@@ -187,7 +187,7 @@ def test_eval_bitext_both_directions(tmp_path, run_dir, bitext_tsv):
     ("unknown_query", "test.tsv:2: unknown query id 'q99'"),
     ("unknown_doc", "test.tsv:2: unknown corpus id 'd99'"),
     ("empty_corpus", "corpus.jsonl: corpus is empty"),
-    ("malformed", "queries.jsonl:3: not valid JSON"),
+    ("malformed", "queries.jsonl:3: invalid JSON"),
     ("no_judgments", "no judged queries"),
     ("bad_metric", "unknown metric 'MAPP'"),
     ("bad_perturb", "--perturb"),

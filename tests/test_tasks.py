@@ -52,7 +52,7 @@ def test_beir_corpus_en(tmp_path):
     ("unknown_query", r"test.tsv:3: unknown query id 'q9'"),
     ("unknown_doc", r"test.tsv:2: unknown corpus id 'd9'"),
     ("empty_corpus", r"corpus.jsonl: corpus is empty"),
-    ("malformed", r"corpus.jsonl:2: not valid JSON"),
+    ("malformed", r"corpus.jsonl:2: invalid JSON"),
     ("missing_field", r"queries.jsonl:1: text: missing field"),
     ("no_judgments", r"test.tsv: no judged queries"),
     ("missing_file", r"qrels/test.tsv: file not found"),
