@@ -147,28 +147,25 @@ def plot(payload: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (speed, memory, reader) = plt.subplots(1, 3, figsize=(14, 4.2))
     rows = payload["corpus"]
     n = [r["documents"] for r in rows]
-    for kind, style in (("flat", "o-"), ("ivf", "s-")):
-        left.plot(n, [r[kind]["build_seconds"] for r in rows], style, label=f"{kind} build")
-        left.plot(n, [r[kind]["search_seconds"] for r in rows], style.replace("-", "--"),
-                  label=f"{kind} search ({N_QUERIES} queries, k={K})")
-    left.set(xscale="log", yscale="log", xlabel="documents (dim 384)", ylabel="seconds",
-             title="faiss via optical.index")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
-    rows = payload["bitext"]
-    pairs = [r["pairs"] for r in rows]
-    right.plot(pairs, [r["seconds"] for r in rows], "o-", color="C2", label="read_bitext seconds")
-    right.set(xscale="log", yscale="log", xlabel="bitext pairs", ylabel="seconds", title="bitext reader")
-    twin = right.twinx()
-    twin.plot(pairs, [r["added_mib"] for r in rows], "s--", color="C3", label="peak RSS added (MiB)")
-    twin.set(yscale="log", ylabel="MiB")
-    right.grid(True, which="both", alpha=0.3)
-    lines = right.get_legend_handles_labels()
-    more = twin.get_legend_handles_labels()
-    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    for kind, colour in (("flat", "C0"), ("ivf", "C1")):
+        speed.plot(n, [r[kind]["build_seconds"] for r in rows], "o-", color=colour, label=f"{kind}: build")
+        speed.plot(n, [r[kind]["search_seconds"] for r in rows], "s--", color=colour,
+                   label=f"{kind}: search, {N_QUERIES} queries, k={K}")
+        memory.plot(n, [r[kind]["index_mib"] for r in rows], "o-", color=colour, label=f"{kind} index size")
+    speed.set(xscale="log", yscale="log", xlabel="documents (dim 384)", ylabel="seconds",
+              title="faiss through optical.index (1 thread)")
+    bitext = payload["bitext"]
+    pairs = [r["pairs"] for r in bitext]
+    memory.plot(pairs, [r["added_mib"] for r in bitext], "^-", color="C2", label="read_bitext peak RSS added")
+    memory.set(xscale="log", yscale="log", xlabel="documents / bitext pairs", ylabel="MiB", title="memory")
+    reader.plot(pairs, [r["seconds"] for r in bitext], "^-", color="C2", label="read_bitext")
+    reader.set(xscale="log", yscale="log", xlabel="bitext pairs (TSV)", ylabel="seconds", title="bitext reader")
+    for ax in (speed, memory, reader):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     fig.suptitle(f"optical scaling ({payload['machine'].get('cpu_count')} CPU cores, shared)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +200,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--faiss-threads", type=int, default=None, help="faiss OpenMP threads (default: faiss')")
     parser.add_argument("--bitext-child", help=_hidden())
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from <out>/scaling.json")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(json.loads((args.out / "scaling.json").read_text(encoding="utf-8")), PLOT)
+        return {}
     if args.bitext_child:
         print(json.dumps(bitext_child(args.bitext_child)))
         return {}

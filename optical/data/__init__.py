@@ -1,0 +1,1 @@
+"""Bitext for training and retrieval tasks for evaluation."""
