@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
                     f"`{payload['command'].strip()}` — ε = {args.epsilon}, tol = {args.tol}, float32 timings, "
                     "float64 plan comparison.", "",
                     markdown_table(["batch", "tokens", "before (ms)", "after (ms)", "speed-up", "iterations before/after",
-                                    "max |plan difference| (float64)"],
+                                    "max abs plan difference (float64)"],
                                    [[r["batch"], f"{r['tokens']}×{r['tokens']}", r["before"]["seconds"] * 1e3,
                                      r["after"]["seconds"] * 1e3, f"{r['speedup']:.1f}×",
                                      f"{r['before']['iterations']}/{r['after']['iterations']}",

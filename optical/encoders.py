@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from optical.errors import OpticalError, where
-from optical.models.sources import folder_identity  # noqa: F401  (re-exported)
+from optical.models.sources import folder_identity, resolve_model  # noqa: F401  (folder_identity re-exported)
 
 
 def model_identity(spec: str, resolved: str) -> str:
@@ -167,6 +167,9 @@ def resolve_run(student: str | Path | None) -> RunModels:
         return RunModels(None, None)
     path = Path(student)
     if not path.exists():
+        spec = str(student)
+        if spec.startswith("packaged:") or (not spec.startswith((".", "/", "~")) and spec.count("/") == 1):
+            return RunModels(resolve_model(spec), None)  # a packaged model or a hub id
         raise OpticalError(f"{path}: student run directory or model folder not found")
     if (path / "student").is_dir():
         recipe = path / "recipe.yaml"

@@ -286,3 +286,14 @@ def test_clip_teacher_through_load_teacher(tmp_path, beir_folder, tiny_clip, tin
     assert result.exit_code == 0, result.output
     toy = json.loads((tmp_path / "out" / "metrics.json").read_text())["tasks"]["toy"]
     assert 0.0 < toy["metrics"]["RR@10"] <= 1.0 and "english" in toy
+
+
+def test_student_may_be_a_packaged_model_or_hub_id(monkeypatch, tmp_path):
+    """`--student packaged:NAME` / a hub id resolve as model specs, not as run folders."""
+    import optical.encoders as enc
+
+    monkeypatch.setattr(enc, "resolve_model", lambda spec: str(tmp_path / "resolved"))
+    assert enc.resolve_run("packaged:all-minilm-l6-v2").student == str(tmp_path / "resolved")
+    assert enc.resolve_run("intfloat/multilingual-e5-small").teacher is None
+    with pytest.raises(OpticalError, match="not found"):
+        enc.resolve_run(str(tmp_path / "missing" / "run"))
