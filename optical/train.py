@@ -134,7 +134,7 @@ def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = 
     """How many texts have more tokens (specials included) than `max_length` and get cut."""
     over = 0
     for start in range(0, len(texts), batch):
-        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False)["input_ids"]
+        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False, verbose=False)["input_ids"]
         over += sum(len(x) > max_length for x in ids)
     return over
 

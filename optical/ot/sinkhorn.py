@@ -130,9 +130,12 @@ def sinkhorn(
 
 
 
-# Scalings are re-absorbed into the potentials once one of them leaves [e^-30, e^30]:
-# far from float32 limits, so the kernel keeps its precision between absorptions.
-_ABSORB_AT = 30.0
+# Scalings are re-absorbed into the potentials once one leaves [e^-10, e^10]. A block
+# whose scalings end outside [e^-30, e^30] is rejected and redone in the log domain: it
+# started from a badly scaled kernel (entries in or near the subnormal range, e.g. small ε
+# far from the solution) and the products may have lost precision without overflowing.
+_ABSORB_AT = 10.0
+_REJECT_AT = 30.0
 
 
 def _scaling_iterations(log_kernel, f, g, a, b, row_real, col_real, lam: float, epsilon: float,
@@ -145,8 +148,8 @@ def _scaling_iterations(log_kernel, f, g, a, b, row_real, col_real, lam: float, 
     scaling algorithms for entropy regularized transport problems"). Convergence is checked
     every `check_every` iterations exactly as in the log domain (ε · max |Δf| of the last
     iteration). Returns (f, g, iterations, error, finished); finished=False means the
-    next block under/overflowed and (f, g, iterations) is the last good check, from which
-    the caller continues in the log domain.
+    next block under/overflowed or left the safe range and (f, g, iterations) is the last
+    good check, from which the caller continues in the log domain.
     """
     iterations, error = start, float("inf")
     row_pad = (~row_real).to(log_kernel.dtype)[:, None, :]  # +1 in padded denominators: 0 mass stays 0
@@ -180,7 +183,7 @@ def _scaling_iterations(log_kernel, f, g, a, b, row_real, col_real, lam: float, 
         log_u_prev = log_u_prev.masked_fill(~row_real, 0.0)
         stats = torch.stack([(log_u - log_u_prev).abs().max(), torch.maximum(log_u.abs().max(), log_v.abs().max())])
         change, spread = stats.tolist()  # one host sync per check, like the log domain
-        if not (math.isfinite(change) and math.isfinite(spread)):
+        if not (math.isfinite(change) and math.isfinite(spread)) or spread > _REJECT_AT:
             # Redo this block from the last good state in the log domain.
             f = (f0 + torch.log(u_block[:, 0]).masked_fill(~row_real, 0.0))
             g = (g0 + torch.log(v_block[:, 0]).masked_fill(~col_real, 0.0))
