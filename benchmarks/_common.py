@@ -25,8 +25,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--quick", action="store_true", help="smallest sizes, a few seconds")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per row (median reported)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON and markdown")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for the JSON and markdown (default benchmarks/results, "
+                             "benchmarks/results/quick with --quick)")
     return parser
+
+
+def out_dir(args) -> Path:
+    """--out, else benchmarks/results (quick runs go to results/quick, never over real ones)."""
+    if args.out is not None:
+        return Path(args.out)
+    return RESULTS_DIR / "quick" if getattr(args, "quick", False) else RESULTS_DIR
 
 
 def pick_device(name: str):

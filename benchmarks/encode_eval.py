@@ -33,8 +33,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import (PeakMemory, base_parser, machine_info, markdown_table, mib, pick_device,  # noqa: E402
-                                synchronize, write_results)
+from benchmarks._common import (base_parser, machine_info, markdown_table, mib, out_dir, PeakMemory,  # noqa: E402
+                                pick_device, synchronize, write_results)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "packaged:multilingual-e5-small"
@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
         "search_and_metrics_share_of_encoding": round(e2e["search_and_metrics_share_of_encoding"], 4),
         "target_at_most_10pct_met": e2e["search_and_metrics_share_of_encoding"] <= 0.10,
     }
-    json_path, md_path = write_results("encode_eval", args.out, payload, to_markdown(payload))
+    json_path, md_path = write_results("encode_eval", out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 

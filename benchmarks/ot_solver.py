@@ -30,8 +30,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._common import (base_parser, machine_info, markdown_table, pick_device, time_call,  # noqa: E402
-                                write_results)
+from benchmarks._common import (base_parser, machine_info, markdown_table, out_dir, pick_device,  # noqa: E402
+                                time_call, write_results)
 
 HEADLINE = (64, 32)
 FULL_SIZES = [(8, 16), (8, 128), (64, 16), (64, 32), (64, 64), (64, 128), (256, 32), (256, 128)]
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         "plan_max_abs_difference": equality,
     }
     payload["verdict"] = verdict(payload)
-    json_path, md_path = write_results(args.name, args.out, payload, to_markdown(payload))
+    json_path, md_path = write_results(args.name, out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 

@@ -33,7 +33,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (PeakMemory, base_parser, machine_info, markdown_table, mib,  # noqa: E402
+from benchmarks._common import (base_parser, machine_info, markdown_table, mib, out_dir, PeakMemory,  # noqa: E402
                                 write_results)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,7 +203,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from <out>/scaling.json")
     args = parser.parse_args(argv)
     if args.replot:
-        plot(json.loads((args.out / "scaling.json").read_text(encoding="utf-8")), PLOT)
+        plot(json.loads((out_dir(args) / "scaling.json").read_text(encoding="utf-8")), PLOT)
         return {}
     if args.bitext_child:
         print(json.dumps(bitext_child(args.bitext_child)))
@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
     if not args.no_plot and not args.quick:
         plot(payload, PLOT)
         payload["plot"] = str(PLOT.relative_to(ROOT))
-    json_path, md_path = write_results("scaling", args.out, payload, to_markdown(payload))
+    json_path, md_path = write_results("scaling", out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 

@@ -22,7 +22,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks._common import base_parser, machine_info, markdown_table, pick_device, synchronize, write_results  # noqa: E402
+from benchmarks._common import (base_parser, machine_info, markdown_table, out_dir, pick_device,  # noqa: E402
+                                synchronize, write_results)
 from benchmarks.ot_solver import make_problem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ def main(argv=None) -> dict:
                                      r["after"]["seconds"] * 1e3, f"{r['speedup']:.1f}×",
                                      f"{r['before']['iterations']}/{r['after']['iterations']}",
                                      r["max_plan_difference_float64"]] for r in rows])])
-    json_path, md_path = write_results("sinkhorn_before_after", args.out, payload, md)
+    json_path, md_path = write_results("sinkhorn_before_after", out_dir(args), payload, md)
     print(f"wrote {json_path} and {md_path}")
     return payload
 

@@ -41,8 +41,8 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks._common import (PeakMemory, base_parser, machine_info, markdown_table, mib, pick_device,  # noqa: E402
-                                synchronize, write_results)
+from benchmarks._common import (base_parser, machine_info, markdown_table, mib, out_dir, PeakMemory,  # noqa: E402
+                                pick_device, synchronize, write_results)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = "packaged:all-minilm-l6-v2"
@@ -439,7 +439,7 @@ def main(argv=None) -> dict:
             "teacher_share_warm": round(t["teacher_share"]["token_ot+mse|warm"], 4),
         }
     name = "train_step" if "timing" in payload else "train_memory"
-    json_path, md_path = write_results(name, args.out, payload, to_markdown(payload))
+    json_path, md_path = write_results(name, out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
 

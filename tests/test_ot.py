@@ -132,3 +132,23 @@ def test_idf_masses_weight_rare_tokens_more():
     masses = idf_masses(ids, mask, table)
     assert masses[0, 2] == 0 and masses[0, 1] > masses[0, 0]
     torch.testing.assert_close(masses.sum(1), torch.ones(1))
+
+
+@pytest.mark.parametrize("epsilon,rho", [(1e-3, None), (1e-3, 1.0), (0.05, None), (0.05, 0.1), (1.0, 10.0)])
+def test_scaling_domain_fast_path_matches_the_log_domain_loop(epsilon, rho):
+    """Without autograd the solver iterates in the scaling domain (with absorption); with
+    autograd recording it runs the log-domain loop. Same iterations, same plans."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, 8, generator=g, dtype=torch.float64)
+    y = torch.randn(4, 7, 8, generator=g, dtype=torch.float64)
+    a = torch.rand(4, 9, generator=g, dtype=torch.float64)
+    b = torch.rand(4, 7, generator=g, dtype=torch.float64)
+    a[:, -2:] = 0
+    b[1, -3:] = 0  # padding on both sides
+    a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+    cost = cost_matrix(x, y)
+    with torch.no_grad():
+        fast = sinkhorn(cost, a, b, epsilon, rho, max_iter=300, tol=0.0)
+    log = sinkhorn(cost.clone().requires_grad_(True), a, b, epsilon, rho, max_iter=300, tol=0.0)
+    assert fast.iterations == log.iterations
+    torch.testing.assert_close(fast.plan, log.plan.detach(), atol=1e-10, rtol=0)
