@@ -66,6 +66,10 @@ def load_pairs() -> tuple[list[tuple[str, str]], str]:
     raise SystemExit("no bitext found (data/vi/train.tsv or tests/fixtures/bitext_vi.tsv)")
 
 
+# Set from --train-embeddings: optical freezes the word embeddings by default.
+TRAIN_EMBEDDINGS = False
+
+
 class Bench:
     """Teacher, student, optimizer and objectives, set up as optical.train.distill does."""
 
@@ -78,6 +82,8 @@ class Bench:
         self.device = device
         self.teacher = load_teacher("sentence-transformers", TEACHER, max_length, device=device)
         self.student = Student.create(STUDENT, self.teacher.dim, max_length, PREFIX).to(device)
+        if not TRAIN_EMBEDDINGS:  # the library default (student.freeze_embeddings: true)
+            self.student.freeze_word_embeddings()
         self.student.train()
         self.objectives = {name: build_objective([LossTerm(n, w, p) for n, w, p in terms], OTConfig())
                            for name, terms in OBJECTIVES.items()}
@@ -316,6 +322,8 @@ def memory_grid(device, grid, objective: str, threads, progress=print) -> list[d
                "--objective", objective, "--device", str(device)]
         if threads:
             cmd += ["--threads", str(threads)]
+        if TRAIN_EMBEDDINGS:
+            cmd += ["--train-embeddings"]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:  # e.g. out of memory: record it, keep the other rows
             reason = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
@@ -404,8 +412,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--memory-only", action="store_true", help="only the memory grid")
     parser.add_argument("--memory-long", action="store_true", help="add batch 32 × length 256 (~17 GB on CPU)")
     parser.add_argument("--objective", default="token_ot+mse", choices=list(OBJECTIVES))
+    parser.add_argument("--train-embeddings", action="store_true",
+                        help="also train the word embeddings (optical freezes them by default)")
     parser.add_argument("--memory-child", nargs=2, type=int, metavar=("BATCH", "LENGTH"), help=argparse_hidden())
     args = parser.parse_args(argv)
+    global TRAIN_EMBEDDINGS
+    TRAIN_EMBEDDINGS = args.train_embeddings
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -418,7 +430,7 @@ def main(argv=None) -> dict:
     payload = {"benchmark": "train_step",
                "command": "python -m benchmarks.train_step " + " ".join(argv if argv is not None else sys.argv[1:]),
                "settings": {"batch_size": batch_size, "max_length": max_length, "device": str(device),
-                            "teacher": TEACHER, "student": STUDENT, "precision": "bf16 autocast" if
+                            "teacher": TEACHER, "student": STUDENT, "train_embeddings": args.train_embeddings, "precision": "bf16 autocast" if
                             device.type == "cuda" else "fp32", "quick": args.quick},
                "machine": machine_info(device)}
     if not args.memory_only:
