@@ -115,7 +115,10 @@ def eval_command(
         from optical.compare import compare_runs, format_comparison
 
         run_a, run_b = compare
-        typer.echo(format_comparison(compare_runs(run_a, run_b), run_a.name, run_b.name))
+        # runs/x/eval-clir vs runs/y/eval-clir: name them x/eval-clir and y/eval-clir
+        label_a, label_b = ((f"{r.parent.name}/{r.name}" if run_a.name == run_b.name else r.name)
+                            for r in (run_a, run_b))
+        typer.echo(format_comparison(compare_runs(run_a, run_b), label_a, label_b))
         return
     if task == "captions":
         captions_eval(path, student, teacher, lang, out, batch_size)

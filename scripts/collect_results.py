@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 ORDER = ["teacher", "e5-as-is", "untrained", "warm-start-only", "mse", "token-ot", "token-ot+mse",
-         "token-ot+mse-no-warm-start"]
+         "token-ot+mse-no-warm-start", "token-ot-eps0.1", "token-ot-eps0.02", "token-ot-idf",
+         "token-ot-unbalanced", "token-ot+mse100"]
 CLIR = ["nDCG@10", "AP@100", "RR@10", "R@10"]
 
 

@@ -44,4 +44,11 @@ train token-ot "$STEPS" --loss token_ot:1
 train token-ot+mse "$STEPS" --loss token_ot:1,mse:1
 # the same fine-tuning without the warm start
 train token-ot+mse-no-warm-start "$STEPS" --loss token_ot:1,mse:1 --set warm_start.method=none
+# what the OT literature suggests, token_ot alone so the change is isolated
+train token-ot-eps0.1 "$STEPS" --loss token_ot:1 --set ot.epsilon=0.1
+train token-ot-eps0.02 "$STEPS" --loss token_ot:1 --set ot.epsilon=0.02
+train token-ot-idf "$STEPS" --loss token_ot:1 --set ot.masses=idf
+train token-ot-unbalanced "$STEPS" --loss token_ot:1 --set ot.rho=0.5
+# mse on normalised 384-d vectors is ~1/200 of token_ot: weight it so both terms count
+train token-ot+mse100 "$STEPS" --loss token_ot:1,mse:100
 "$PY" scripts/collect_results.py "$OUT"
