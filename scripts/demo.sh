@@ -16,7 +16,12 @@ stamp "1/5 packaged models"
 
 stamp "2/5 Vietnamese LibreOffice-help bitext and CLIR set"
 if [ ! -f data/vi/train.tsv ]; then
-  "$PY" -m data_prep.libreoffice_help --lang vi --out data/vi
+  if ! "$PY" -m data_prep.libreoffice_help --lang vi --out data/vi; then
+    # a fresh machine may have empty package lists; refresh them once (root only) and retry
+    [ "$(id -u)" = 0 ] || exit 1
+    apt-get update -qq
+    "$PY" -m data_prep.libreoffice_help --lang vi --out data/vi
+  fi
 fi
 
 stamp "3/5 distillation (recipes/vi/quickstart.yaml)"
