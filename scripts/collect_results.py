@@ -6,7 +6,8 @@ from pathlib import Path
 
 ORDER = ["teacher", "e5-as-is", "untrained", "warm-start-only", "mse", "token-ot", "token-ot+mse",
          "token-ot+mse-no-warm-start", "token-ot-eps0.1", "token-ot-eps0.02", "token-ot-idf",
-         "token-ot-unbalanced", "token-ot+mse100"]
+         "token-ot-unbalanced", "token-ot+mse100", "token-ot-layer-2", "token-ot-best", "mse-150-steps",
+         "token-ot-best-150-steps"]
 CLIR = ["nDCG@10", "AP@100", "RR@10", "R@10"]
 
 

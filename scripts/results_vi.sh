@@ -51,4 +51,11 @@ train token-ot-idf "$STEPS" --loss token_ot:1 --set ot.masses=idf
 train token-ot-unbalanced "$STEPS" --loss token_ot:1 --set ot.rho=0.5
 # mse on normalised 384-d vectors is ~1/200 of token_ot: weight it so both terms count
 train token-ot+mse100 "$STEPS" --loss token_ot:1,mse:100
+# layer choice: transport the teacher's second-to-last layer
+train token-ot-layer-2 "$STEPS" --loss token_ot:1 --set teacher.layer=-2
+# the helpful settings together
+train token-ot-best "$STEPS" --loss token_ot:1,mse:100 --set ot.epsilon=0.02 --set ot.masses=idf
+# a longer budget for the two best: does the token-level term pay off with more steps?
+train mse-150-steps 150 --loss mse:1
+train token-ot-best-150-steps 150 --loss token_ot:1,mse:100 --set ot.epsilon=0.02 --set ot.masses=idf
 "$PY" scripts/collect_results.py "$OUT"
