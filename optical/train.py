@@ -250,7 +250,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         df, n_sent = document_frequencies(
             store.input_ids[store.offsets[i]:store.offsets[i + 1]].tolist() for i in range(len(train_pairs)))
         teacher_idf = idf_table(df, n_sent, len(teacher.tokenizer))
-        df, n_sent = document_frequencies(student.tokenizer([p[1] for p in train_pairs])["input_ids"])
+        df, n_sent = document_frequencies(student.tokenizer([p[1] for p in train_pairs], verbose=False)["input_ids"])
         student_idf = idf_table(df, n_sent, len(student.tokenizer))
 
     # -- schedule
