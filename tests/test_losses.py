@@ -82,7 +82,7 @@ def test_infonce_is_low_when_pairs_match_and_high_when_shuffled():
     matched = InfoNCELoss(temperature=0.05)(batch)
     batch.student_sentence = teacher[torch.roll(torch.arange(8), 1)]
     shuffled = InfoNCELoss(temperature=0.05)(batch)
-    assert float(matched) < 0.1 < float(shuffled)
+    assert matched.item() < 0.1 < shuffled.item()
 
 
 def test_objective_weights_terms():
