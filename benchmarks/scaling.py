@@ -20,6 +20,8 @@ Writes benchmarks/results/scaling.{json,md} and docs/benchmarks_scaling.png.
 
 from __future__ import annotations
 
+import argparse
+
 import gc
 import json
 import subprocess
@@ -199,7 +201,7 @@ def main(argv=None) -> dict:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--faiss-threads", type=int, default=None, help="faiss OpenMP threads (default: faiss')")
-    parser.add_argument("--bitext-child", help=_hidden())
+    parser.add_argument("--bitext-child", help=argparse.SUPPRESS)
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from <out>/scaling.json")
     args = parser.parse_args(argv)
     if args.replot:
@@ -228,12 +230,6 @@ def main(argv=None) -> dict:
     json_path, md_path = write_results("scaling", out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
-
-
-def _hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ so the peak includes optimizer state, gradients and activations.
 
 from __future__ import annotations
 
+import argparse
+
 import gc
 import json
 import random
@@ -414,7 +416,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--objective", default="token_ot+mse", choices=list(OBJECTIVES))
     parser.add_argument("--train-embeddings", action="store_true",
                         help="also train the word embeddings (optical freezes them by default)")
-    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("BATCH", "LENGTH"), help=argparse_hidden())
+    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("BATCH", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global TRAIN_EMBEDDINGS
     TRAIN_EMBEDDINGS = args.train_embeddings
@@ -454,12 +456,6 @@ def main(argv=None) -> dict:
     json_path, md_path = write_results(name, out_dir(args), payload, to_markdown(payload))
     print(f"wrote {json_path} and {md_path}")
     return payload
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
