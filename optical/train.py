@@ -326,7 +326,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
                 loss, parts = compute_loss(micro_batch_indices(k))
             if not torch.isfinite(loss):
                 where_ok = last_checkpoint or "none written yet"
-                raise OpticalError(f"loss became {float(loss)} at step {step} ({parts}); stopped. "
+                raise OpticalError(f"loss became {float(loss.detach())} at step {step} ({parts}); stopped. "
                                    f"Last good checkpoint: {where_ok}. Try a lower train.lr or a larger ot.epsilon")
             if accum < cfg.grad_accum - 1:
                 with accelerator.no_sync(model):
