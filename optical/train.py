@@ -11,6 +11,7 @@ checkpoint intact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -285,9 +286,14 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     n_train = len(train_pairs)
     batches_per_epoch = max(1, n_train // (micro * world))
 
+    @functools.lru_cache(maxsize=1)
+    def epoch_order(epoch: int) -> list[int]:
+        """The seeded data order of one epoch (built once per epoch, not per micro-batch)."""
+        return torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+
     def micro_batch_indices(k: int) -> list[int]:
         epoch, position = divmod(k, batches_per_epoch)
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        order = epoch_order(epoch)
         start = (position * world + accelerator.process_index) * micro
         chunk = order[start:start + micro]
         return chunk if chunk else order[:micro]
