@@ -43,7 +43,8 @@ class TeacherConfig:
 class StudentConfig:
     model: str = "xlm-roberta-base"
     max_length: int = 128
-    prefix: str = ""  # prepended to every student input (e5 models expect "query: ")
+    prefix: str = ""  # prepended to every student input; e5's "query: " measured worse here (docs/results.md)
+    normalize: bool = False  # L2-normalise the pooled state before the head
     # Keep the word-embedding matrix fixed: in multilingual encoders it holds most of the
     # parameters (96M of e5-small's 118M), so AdamW over it dominates a CPU step, and rare
     # tokens absent from the bitext would drift for nothing.
@@ -86,8 +87,9 @@ class OTConfig:
 @dataclass(frozen=True)
 class WarmStartConfig:
     method: Literal["ridge", "procrustes", "none"] = "ridge"
-    pairs: int = 4096
+    pairs: int | None = 4096  # pairs sampled (seeded) for the fit; None: every training pair
     ridge: float = 1.0  # L2 regularisation of the least-squares fit
+    english: bool = True  # also fit the student's English side onto the teacher (one map, both languages)
     batch_size: int = 64
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,14 @@ def warm_start_cache(cache_dir: Path, recipe: Recipe, pairs: list[tuple[str, str
     return cache_dir / "warm_start" / f"{digest.hexdigest()[:24]}.safetensors"
 
 
+def warm_start_sample(n_train: int, pairs: int | None, seed: int) -> list[int]:
+    """Indices of the training pairs the warm start fits on: a seeded sample of `pairs`
+    (every pair when None or more than there are), in file order."""
+    if pairs is None or pairs >= n_train:
+        return list(range(n_train))
+    return sorted(random.Random(seed).sample(range(n_train), pairs))
+
+
 def _log(path: Path, record: dict) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -198,7 +207,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         say(f"resuming from {checkpoint}")
     else:
         student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
-                                 recipe.student.prefix, cache_dir)
+                                 recipe.student.prefix, cache_dir, normalize=recipe.student.normalize)
     student.to(device)
     # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
     # several processes stops because those parameters never receive a gradient.
@@ -234,10 +243,12 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     warm_report = None
     ws = recipe.warm_start
     if checkpoint is None and ws.method != "none":
-        n = min(ws.pairs, len(train_pairs))
-        warm_report = warm_start(student, train_pairs[:n], store.sentence[:n], ws.method, ws.ridge,
-                                 ws.batch_size, show_progress=progress,
-                                 cache_path=warm_start_cache(cache_dir, recipe, train_pairs[:n])).as_dict()
+        chosen = warm_start_sample(len(train_pairs), ws.pairs, cfg.seed)
+        fit_pairs = [train_pairs[i] for i in chosen]
+        warm_report = warm_start(student, fit_pairs, store.sentence[chosen], ws.method, ws.ridge,
+                                 ws.batch_size, stack_english=ws.english, show_progress=progress,
+                                 cache_path=warm_start_cache(cache_dir, recipe, fit_pairs)).as_dict()
+        n = len(chosen)
         say(f"warm start ({ws.method}, {n} pairs): held-out cosine to teacher "
             f"{warm_report['heldout_cosine_before']:.3f} → {warm_report['heldout_cosine_after']:.3f}")
 

@@ -93,18 +93,23 @@ def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path:
 
 @torch.no_grad()
 def warm_start(student, pairs: list[tuple[str, str]], teacher_sentences: torch.Tensor, method: str = "ridge",
-               ridge: float = 1.0, batch_size: int = 64, heldout_fraction: float = 0.1,
+               ridge: float = 1.0, batch_size: int = 64, heldout_fraction: float = 0.1, stack_english: bool = True,
                show_progress: bool = False, cache_path: Path | None = None) -> WarmStartReport:
     """Fit `student.head` in closed form on `pairs` ([(en, other)]) against the teacher's
     English sentence embeddings `teacher_sentences` [N, D]; report held-out cosine.
+    `stack_english`: stack the student's English side as more rows with the same targets.
     `cache_path`: a safetensors file for the student's pooled states (see _pooled_pairs)."""
     device = student.head.weight.device
     n = len(pairs)
     n_held = max(1, int(n * heldout_fraction)) if n >= 10 else 0
     other, english = _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path)
+    if student.normalizes:  # the head sees unit-length pooled states (the cache keeps raw ones)
+        other, english = F.normalize(other, dim=-1), F.normalize(english, dim=-1)
     target = teacher_sentences.float().cpu()
-    fit_x = torch.cat([other[n_held:], english[n_held:]])
-    fit_y = torch.cat([target[n_held:], target[n_held:]])
+    # Stacking the English side doubles the rows and makes one map serve both languages;
+    # without it the fit over-specialises to the other side (vi CLIR nDCG@10 0.71 vs 0.78).
+    fit_x = torch.cat([other[n_held:], english[n_held:]]) if stack_english else other[n_held:]
+    fit_y = torch.cat([target[n_held:], target[n_held:]]) if stack_english else target[n_held:]
     head = student.head
     w_old, b_old = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
     held_x, held_y = (other[:n_held], target[:n_held]) if n_held else (other, target)

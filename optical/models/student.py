@@ -47,8 +47,9 @@ class Student(nn.Module):
     # ----------------------------------------------------------------- construction
     @classmethod
     def create(cls, spec: str, output_dim: int, max_length: int = 128, prefix: str = "",
-               cache_dir: Path | None = None) -> "Student":
-        """A fresh student from any HF encoder (hub id, path, packaged:NAME); head = identity/zero-padded."""
+               cache_dir: Path | None = None, normalize: bool = False) -> "Student":
+        """A fresh student from any HF encoder (hub id, path, packaged:NAME); head = identity/zero-padded.
+        `normalize`: L2-normalise the pooled state before the head (a Normalize module)."""
         from sentence_transformers import SentenceTransformer
 
         modules = st_modules()
@@ -66,8 +67,13 @@ class Student(nn.Module):
                              init_weight=weight, init_bias=torch.zeros(output_dim))
         kwargs = {}
         if prefix:
-            kwargs = dict(prompts={"default": prefix}, default_prompt_name="default")
-        st = SentenceTransformer(modules=[word, pool, head], device="cpu", **kwargs)
+            # The same prompt for every role: `encode`, `encode_query` and `encode_document`
+            # (what `optical eval` calls) must all see what training saw. With only a
+            # "default" prompt, sentence-transformers gives query/document an empty one.
+            kwargs = dict(prompts={"default": prefix, "query": prefix, "document": prefix},
+                          default_prompt_name="default")
+        layers = [word, pool, modules.Normalize(), head] if normalize else [word, pool, head]
+        st = SentenceTransformer(modules=layers, device="cpu", **kwargs)
         st.max_seq_length = max_length
         return cls(st, prefix)
 
@@ -98,6 +104,11 @@ class Student(nn.Module):
         if not hasattr(last, "linear"):
             raise OpticalError("student has no projection head (last module is not Dense)")
         return last.linear
+
+    @property
+    def normalizes(self) -> bool:
+        """True when the pooled state is L2-normalised before the head."""
+        return any(type(m).__name__ == "Normalize" for m in self.model)
 
     @property
     def tokenizer(self):
@@ -145,6 +156,11 @@ class Student(nn.Module):
         hidden = self.hidden_states(features)
         mask = features["attention_mask"].to(hidden.dtype).unsqueeze(-1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        if self.normalizes:
+            # Divide the tokens by the pooled norm too: the sentence stays the mean of the
+            # projected tokens, so token-level and sentence-level losses see one map.
+            scale = 1.0 / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            hidden, pooled = hidden * scale.unsqueeze(1), pooled * scale
         return self.head(hidden), self.head(pooled)
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:

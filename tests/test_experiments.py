@@ -1,0 +1,169 @@
+"""Experiment grids: parsing (with property-based fuzzing), cells, skipping, the verdict table,
+and one grid run end to end on the tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import tiny_models
+from optical.cli import app
+from optical.errors import OpticalError
+from optical.experiments import cells, collect, grid_from_dict, load_grid, parse_budget, run_dir
+
+runner = CliRunner()
+
+
+def minimal(**extra) -> dict:
+    data = {"recipe": "r.yaml", "languages": ["vi"], "seeds": [1, 2], "budgets": [10], "baseline": "a",
+            "variants": {"a": {"set": {"loss": "mse:1"}}, "b": {"set": {"train.lr": 1e-4}},
+                         "ws": {"set": {"train.steps": 0}}, "a-maxp": {"eval_of": "a", "eval": {"passages": "8:4:max"}}}}
+    data.update(extra)
+    return data
+
+
+def test_budgets_parse():
+    assert parse_budget("130") == {"train.steps": 130}
+    assert parse_budget("5ep") == {"train.steps": None, "train.epochs": 5.0}
+    for bad in ("-1", "abc", "0ep", "nanep", "1.5"):
+        with pytest.raises(OpticalError, match="budget"):
+            parse_budget(bad)
+
+
+def test_cells_pin_budgets_and_share_runs():
+    grid = grid_from_dict(minimal(budgets=[10, 20]))
+    got = {(c.variant.name, c.budget, c.seed) for c in cells(grid)}
+    assert ("ws", "pinned", 1) in got and ("ws", "10", 1) not in got  # steps 0 runs once per seed
+    assert ("a", "10", 2) in got and ("a", "20", 2) in got
+    assert len(cells(grid)) == 2 * 2 + 2 * 2 + 2 + 2 * 2
+    maxp = next(c for c in cells(grid) if c.variant.name == "a-maxp")
+    plain = next(c for c in cells(grid) if c.variant.name == "a" and c.budget == maxp.budget and c.seed == maxp.seed)
+    assert run_dir(grid, maxp) == run_dir(grid, plain)  # only the evaluation differs
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"baseline": "nope"}, "baseline: 'nope' is not one of the variants"),
+    ({"variants": {"a": {"sett": {}}}}, r"variants.a.sett: unknown key"),
+    ({"variants": {"a": {"eval": {"bogus": 1}}}}, r"variants.a.eval.bogus: unknown evaluation option"),
+    ({"variants": {"a": {}, "b": {"eval_of": "c"}}}, r"variants.b.eval_of: 'c' is not a variant"),
+    ({"seeds": ["x"]}, "seeds: expected int"),
+    ({"languages": []}, "languages: must not be empty"),
+    ({"budgets": ["soon"]}, "budget 'soon'"),
+    ({"colour": 1}, "colour: unknown key"),
+])
+def test_bad_grids_are_one_line_errors(change, pattern):
+    with pytest.raises(OpticalError, match=pattern):
+        grid_from_dict(minimal(**change), "g.yaml")
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["recipe", "languages", "seeds", "budgets", "baseline", "variants",
+                                        "metric", "name", "out", "data", "other"]), yaml_values, max_size=8))
+def test_grid_parser_never_raises_anything_else(data):
+    try:
+        grid_from_dict(data, "fuzz.yaml")
+    except OpticalError as err:
+        assert "\n" not in str(err)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_grid_file_bytes_never_raise_anything_else(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("grid") / "g.yaml"
+    path.write_bytes(raw)
+    try:
+        load_grid(path)
+    except OpticalError as err:
+        assert "\n" not in str(err)
+
+
+def test_collect_pairs_against_the_baseline(tmp_path):
+    """Hand-written per-query files: means, seed spread, Δ and the paired p-value."""
+    grid = grid_from_dict(minimal(out=str(tmp_path), seeds=[1, 2]))
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, size=40)
+    for cell in cells(grid):
+        if cell.variant.name not in ("a", "b"):
+            continue
+        shift = 0.2 if cell.variant.name == "b" else 0.0
+        values = {f"q{i}": float(v + shift + 0.01 * cell.seed) for i, v in enumerate(base)}
+        folder = run_dir(grid, cell) / "eval-clir"
+        folder.mkdir(parents=True)
+        (folder / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": values}}))
+    bounds = tmp_path / "vi" / "bounds"
+    bounds.mkdir(parents=True)
+    (bounds / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": {"q0": 0.1}},
+                                                       "toy[en]": {"nDCG@10": {"q0": 0.9}}}))
+    result = collect(grid)
+    rows = {r["variant"]: r for r in result["rows"]}
+    a, b = rows["a"]["languages"]["vi"], rows["b"]["languages"]["vi"]
+    assert a["mean"] == pytest.approx(base.mean() + 0.015)
+    assert a["std"] == pytest.approx(0.005)
+    assert b["diff"] == pytest.approx(0.2) and b["p_perm"] < 0.001
+    assert "diff" not in a  # the baseline is not tested against itself
+    assert b["gap_closed"] == pytest.approx((b["mean"] - 0.1) / 0.8)
+    table = (tmp_path / "results.md").read_text()
+    assert "| b | 10 |" in table and "+0.200" in table and "upper bound" in table
+
+
+@pytest.mark.slow
+def test_grid_end_to_end_on_tiny_models(tmp_path, tiny_teacher_st, tiny_student, monkeypatch):
+    """Two variants × two seeds × one language through `optical grid`; a second call trains nothing."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data" / "vi"
+    (data / "clir" / "qrels").mkdir(parents=True)
+    shutil.copy(tiny_models.BITEXT_VI, data / "train.tsv")
+    pairs = [line.split("\t") for line in tiny_models.BITEXT_VI.read_text(encoding="utf-8").splitlines()][:10]
+    with (data / "clir" / "corpus.jsonl").open("w", encoding="utf-8") as f, \
+            (data / "clir" / "corpus_en.jsonl").open("w", encoding="utf-8") as g, \
+            (data / "clir" / "queries.jsonl").open("w", encoding="utf-8") as h:
+        for i, (en, vi) in enumerate(pairs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": vi}, ensure_ascii=False) + "\n")
+            g.write(json.dumps({"_id": f"d{i}", "title": "", "text": en}) + "\n")
+            h.write(json.dumps({"_id": f"q{i}", "text": en}) + "\n")
+    (data / "clir" / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(pairs))))
+    recipe = {"teacher": {"model": str(tiny_teacher_st), "max_length": 32},
+              "student": {"model": str(tiny_student), "max_length": 32},
+              "bitext": {"heldout": 4}, "loss": "mse:1",
+              "warm_start": {"pairs": 16},
+              "train": {"batch_size": 4, "lr": 1e-3, "eval_every": 0, "checkpoint_every": 0}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(recipe))
+    grid = {"name": "toy", "recipe": "base.yaml", "languages": ["vi"], "seeds": [1, 2], "budgets": [3],
+            "baseline": "mse", "out": "runs/toy",
+            "variants": {"warm-start-only": {"set": {"train.steps": 0}}, "mse": {},
+                         "token-ot": {"set": {"loss": "token_ot:1"}}}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    result = runner.invoke(app, ["grid", "grid.yaml"])
+    assert result.exit_code == 0, (result.output, result.exception and __import__("traceback").format_exception(result.exception))
+    table = (tmp_path / "runs/toy/results.md").read_text()
+    for name in ("warm-start-only", "mse", "token-ot", "upper bound", "lower bound"):
+        assert f"| {name}" in table
+    saved = yaml.safe_load((tmp_path / "runs/toy/vi/3/token-ot/seed-2/recipe.yaml").read_text())
+    assert saved["train"]["seed"] == 2 and saved["train"]["steps"] == 3 and saved["loss"][0]["name"] == "token_ot"
+    stamp = (tmp_path / "runs/toy/vi/3/mse/seed-1/student/model.safetensors").stat().st_mtime_ns
+    again = runner.invoke(app, ["grid", "grid.yaml"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "runs/toy/vi/3/mse/seed-1/student/model.safetensors").stat().st_mtime_ns == stamp
+    dry = runner.invoke(app, ["grid", "grid.yaml", "--dry-run"])
+    assert dry.output.count("done") == 6 and "todo" not in dry.output
+
+
+def test_grid_cli_bad_file_is_one_line(tmp_path):
+    (tmp_path / "g.yaml").write_text("recipe: r.yaml\nlanguages: [vi]\nseeds: [1]\nbaseline: x\nvariants: {y: {}}\n")
+    result = runner.invoke(app, ["grid", str(tmp_path / "g.yaml")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'g.yaml'}: baseline: 'x' is not one of the variants"]
