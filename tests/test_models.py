@@ -80,3 +80,43 @@ def test_bad_model_specs_are_one_line(tmp_path):
         load_teacher("bert", "x")
     with pytest.raises(OpticalError, match="not a student folder"):
         Student.load(tmp_path)
+
+
+@pytest.mark.parametrize("prefix", ["", "query: "])
+def test_saved_student_encodes_the_same_in_every_role(tmp_path, tiny_student, prefix):
+    """`encode`, `encode_query` and `encode_document` (what `optical eval` calls) all apply the
+    training prefix: the saved model scores exactly what training saw."""
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32, prefix=prefix)
+    with torch.no_grad():
+        student.head.weight.normal_()
+    student.save(tmp_path / "s")
+    model = SentenceTransformer(str(tmp_path / "s"))
+    plain = model.encode(SENTENCES)
+    np.testing.assert_allclose(model.encode_document(SENTENCES), plain, atol=1e-6)
+    np.testing.assert_allclose(model.encode_query(SENTENCES), plain, atol=1e-6)
+    by_hand = model.encode([prefix + s for s in SENTENCES], prompt="")
+    np.testing.assert_allclose(plain, by_hand, atol=1e-6)
+    from optical.encoders import SentenceTransformerEncoder
+
+    evaluated = SentenceTransformerEncoder(str(tmp_path / "s"), role="document").encode(SENTENCES)
+    np.testing.assert_allclose(evaluated, student.encode(SENTENCES), atol=1e-5)
+
+
+def test_normalized_student_keeps_sentence_the_mean_of_its_tokens(tmp_path, tiny_student):
+    student = Student.create(str(tiny_student), output_dim=32, normalize=True)
+    with torch.no_grad():
+        student.head.weight.normal_()
+        student.head.bias.normal_()
+    features = student.tokenize(SENTENCES)
+    tokens, sentence = student(features)
+    mask = features["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(sentence, (tokens * mask).sum(1) / mask.sum(1), atol=1e-5, rtol=1e-5)
+    hidden = student.hidden_states(features)
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    expected = student.head(torch.nn.functional.normalize(pooled, dim=-1))
+    torch.testing.assert_close(sentence, expected, atol=1e-5, rtol=1e-5)
+    student.save(tmp_path / "s")
+    again = Student.load(tmp_path / "s")
+    assert again.normalizes and not Student.create(str(tiny_student), output_dim=32).normalizes
+    np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "s")).encode(SENTENCES, normalize_embeddings=True),
+                               student.encode(SENTENCES), atol=1e-5)

@@ -57,3 +57,30 @@ def test_pooled_states_are_cached_between_runs(tmp_path, tiny_student, bitext_ts
     monkeypatch.setattr(ws, "pooled_student_states", must_not_run)
     second = warm_start(Student.create(str(tiny_student), output_dim=8), pairs, target, cache_path=cache)
     assert second.heldout_cosine_after == first.heldout_cosine_after
+
+
+def test_warm_start_without_english_rows_fits_only_the_other_side(tiny_student, bitext_tsv):
+    """stack_english=False regresses the other side alone: its training fit is at least as
+    tight there as the stacked fit's, and the English side is left unfitted."""
+    pairs = [tuple(line.split("\t")) for line in bitext_tsv.read_text("utf-8").splitlines()]
+    probe = Student.create(str(tiny_student), output_dim=8, max_length=32)
+    other = pooled_student_states(probe, [p[1] for p in pairs], 16, "cpu")
+    target = other @ torch.randn(probe.hidden_dim, 8, generator=torch.Generator().manual_seed(4))
+    alone = Student.create(str(tiny_student), output_dim=8, max_length=32)
+    warm_start(alone, pairs, target, ridge=1e-6, heldout_fraction=0.0, stack_english=False)
+    stacked = Student.create(str(tiny_student), output_dim=8, max_length=32)
+    warm_start(stacked, pairs, target, ridge=1e-6, heldout_fraction=0.0, stack_english=True)
+
+    def error(student):
+        with torch.no_grad():
+            return float(((other @ student.head.weight.T + student.head.bias - target) ** 2).mean())
+
+    assert error(alone) < 1e-4 < error(stacked)
+
+
+def test_warm_start_sample_is_seeded_and_covers_all_when_asked():
+    from optical.train import warm_start_sample
+
+    a, b = warm_start_sample(100, 10, seed=1), warm_start_sample(100, 10, seed=2)
+    assert a == sorted(a) and len(set(a)) == 10 and a != b and a == warm_start_sample(100, 10, seed=1)
+    assert warm_start_sample(5, 10, seed=1) == warm_start_sample(5, None, seed=3) == list(range(5))
