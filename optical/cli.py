@@ -104,6 +104,9 @@ def eval_command(
     index: str = typer.Option("flat", help="flat, ivf:nlist=N,nprobe=N or hnsw:M=N,efSearch=N."),
     perturb: List[str] = typer.Option([], help="strip-diacritics, lowercase or typos:RATE; repeatable."),
     perturb_side: str = typer.Option("queries", help="queries, docs or both."),
+    passages: Optional[str] = typer.Option(None, metavar="WINDOW:STRIDE:AGG",
+                                           help="Score documents from token windows, e.g. 256:128:max (AGG: max, mean, first)."),
+    doc_max_length: Optional[int] = typer.Option(None, help="Tokens the document encoder reads (overrides its max_seq_length)."),
     batch_size: int = typer.Option(64, help="Encoding batch size."),
     seed: int = typer.Option(0, help="Seed for sub-sampling and perturbations."),
     cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache (default $OPTICAL_CACHE/embeddings)."),
@@ -121,6 +124,8 @@ def eval_command(
         typer.echo(format_comparison(compare_runs(run_a, run_b), label_a, label_b))
         return
     if task == "captions":
+        if passages is not None or doc_max_length is not None:
+            fail("--passages and --doc-max-length apply to retrieval tasks, not --task captions")
         captions_eval(path, student, teacher, lang, out, batch_size)
         return
     from optical.evaluate import evaluate, format_report
@@ -130,7 +135,8 @@ def eval_command(
                       metrics=[m for item in metrics for m in item.split(",")] or None, out=out,
                       max_corpus=max_corpus, queries_lang=queries_lang, index=index,
                       perturb=perturb, perturb_side=perturb_side, batch_size=batch_size, seed=seed,
-                      cache_dir=cache_dir, show_progress=sys.stderr.isatty())
+                      cache_dir=cache_dir, show_progress=sys.stderr.isatty(), passages=passages,
+                      max_length=doc_max_length)
     typer.echo(format_report(report))
 
 def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
@@ -194,3 +200,29 @@ def distill(
     typer.echo(f"student: {result.student_dir}")
     if result.heldout:
         typer.echo("held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in result.heldout.items()))
+
+
+@app.command("grid")
+@handles_errors
+def grid_command(
+    grid_file: Path = typer.Argument(..., help="Grid YAML: base recipe, variants, languages, seeds, budgets, baseline."),
+    lang: List[str] = typer.Option([], help="Run only these languages (repeatable); the table covers what is on disk."),
+    variant: List[str] = typer.Option([], help="Run only these variants (repeatable)."),
+    collect_only: bool = typer.Option(False, "--collect-only", help="Train nothing; rebuild the table from disk."),
+    dry_run: bool = typer.Option(False, help="List the cells that would run, and stop."),
+    progress: bool = typer.Option(False, help="Progress bars of each run."),
+) -> None:
+    """Run an experiment grid (variants × languages × seeds × budgets) and write the verdict table."""
+    from optical.experiments import cells, collect, eval_dir, format_table, load_grid, run_grid
+
+    grid = load_grid(grid_file)
+    only = lambda c: (not lang or c.lang in lang) and (not variant or c.variant.name in variant)  # noqa: E731
+    if dry_run:
+        for cell in filter(only, cells(grid)):
+            done = (eval_dir(grid, cell) / "per_query.json").is_file()
+            typer.echo(f"{'done' if done else 'todo'}  {cell.lang} {cell.budget} {cell.variant.name} seed {cell.seed}")
+        return
+    result = collect(grid) if collect_only else run_grid(grid, only, show_progress=progress,
+                                                         log=lambda s: typer.echo(s, err=True))
+    typer.echo(format_table(result))
+    typer.echo(f"table: {Path(grid.out) / 'results.md'}", err=True)

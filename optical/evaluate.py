@@ -23,6 +23,7 @@ from optical.encoders import EncoderFactory, cache_key, encode_cached, encode_te
 from optical.errors import OpticalError
 from optical.index import build_index, load_index, parse_index_spec, save_index, search
 from optical.metrics import compute, parse_metrics, search_depth, write_trec_run
+from optical.passages import parse_max_length, parse_passages, split_corpus, with_max_length
 from optical.perturb import parse_perturbation
 
 PERTURB_SIDES = ("queries", "docs", "both")
@@ -30,29 +31,32 @@ PERTURB_SIDES = ("queries", "docs", "both")
 
 def retrieve(queries: dict[str, str], corpus: dict[str, str], query_encoder, doc_encoder, k: int,
              index_spec=None, cache_dir: Path | None = None, batch_size: int = 64,
-             show_progress: bool = False) -> dict[str, dict[str, float]]:
+             show_progress: bool = False, passages=None) -> dict[str, dict[str, float]]:
     """Dense retrieval: top-``k`` docs per query → run ``{qid: {docid: score}}``.
 
     Corpus embeddings (and non-flat indexes, whose training is the slow part) are cached
-    under ``cache_dir``; query embeddings are cheap and never cached.
+    under ``cache_dir``; query embeddings are cheap and never cached. ``passages``
+    (``WINDOW:STRIDE:AGG``, see :mod:`optical.passages`) scores documents from their windows.
     """
     spec = parse_index_spec(index_spec)
+    split = split_corpus(corpus, doc_encoder, passages) if passages else None
+    texts, encoder = (split.texts, split.encoder) if split else (corpus, doc_encoder)
     doc_ids = list(corpus)
     index = None
     index_path = None
     if cache_dir is not None and spec.kind != "flat":
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", str(spec))
-        index_path = Path(cache_dir) / f"{cache_key(doc_encoder, corpus)}.{slug}.faiss"
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{spec}-{split.spec}" if split else str(spec))
+        index_path = Path(cache_dir) / f"{cache_key(encoder, texts)}.{slug}.faiss"
         if index_path.is_file():
             index = load_index(index_path, spec)
     if index is None:
-        doc_vectors = encode_cached(doc_encoder, corpus, cache_dir, batch_size, show_progress)
-        index = build_index(doc_vectors, spec)
+        doc_vectors = encode_cached(encoder, texts, cache_dir, batch_size, show_progress)
+        index = build_index(split.index_vectors(doc_vectors) if split else doc_vectors, spec)
         if index_path is not None:
             save_index(index, index_path)
     query_ids = list(queries)
     query_vectors = encode_texts(query_encoder, list(queries.values()), batch_size, show_progress)
-    scores, rows = search(index, query_vectors, k)
+    scores, rows = (split.search if split else search)(index, query_vectors, k)
     run: dict[str, dict[str, float]] = {}
     for qid, score_row, id_row in zip(query_ids, scores, rows):
         run[qid] = {doc_ids[i]: float(s) for s, i in zip(score_row, id_row) if i >= 0}
@@ -66,14 +70,15 @@ def _slug(text: str) -> str:
 class _Scorer:
     """Runs one retrieval variant, scores it and keeps its per-query values and run file."""
 
-    def __init__(self, measures, k, index_spec, cache_dir, batch_size, show_progress, out):
-        self.measures, self.k, self.index_spec = measures, k, index_spec
+    def __init__(self, measures, k, index_spec, cache_dir, batch_size, show_progress, out,
+                 passages=None):
+        self.measures, self.k, self.index_spec, self.passages = measures, k, index_spec, passages
         self.cache_dir, self.batch_size, self.show_progress, self.out = cache_dir, batch_size, show_progress, out
         self.per_query: dict[str, dict] = {}
 
     def __call__(self, label: str, task: RetrievalTask, queries, corpus, q_enc, d_enc) -> dict[str, float]:
         run = retrieve(queries, corpus, q_enc, d_enc, min(self.k, len(corpus)), self.index_spec,
-                       self.cache_dir, self.batch_size, self.show_progress)
+                       self.cache_dir, self.batch_size, self.show_progress, self.passages)
         means, per_query = compute(self.measures, task.qrels, run)
         self.per_query[label] = per_query
         if self.out is not None:
@@ -89,17 +94,22 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
              perturb: list[str] | tuple[str, ...] = (), perturb_side: str = "queries",
              batch_size: int = 64, seed: int = 0, cache_dir: str | Path | None = None,
              queries_lang: str = "target", show_progress: bool = False,
-             tasks: list[RetrievalTask] | None = None) -> dict:
+             tasks: list[RetrievalTask] | None = None, passages: str | None = None,
+             max_length: int | None = None) -> dict:
     """Evaluate one model setting on a task; returns the metrics.json content (a dict).
 
     ``query_encoder`` / ``doc_encoder``: ``student``, ``teacher`` or any model spec.
     ``tasks`` bypasses loading (library use with in-memory tasks).
+    ``passages`` (``WINDOW:STRIDE:AGG``) and ``max_length`` (tokens) apply to every
+    document encoder, the teacher's on the English corpus included (:mod:`optical.passages`).
     """
     if perturb_side not in PERTURB_SIDES:
         raise OpticalError(f"--perturb-side must be one of {', '.join(PERTURB_SIDES)}, got {perturb_side!r}")
     if batch_size <= 0:
         raise OpticalError("--batch-size must be positive")
     perturbations = {spec: parse_perturbation(spec, seed) for spec in perturb}
+    passage_spec = parse_passages(passages)
+    max_length = parse_max_length(max_length)
     index_spec = parse_index_spec(index)
     if tasks is None:
         tasks = load_task(task, path=path, lang=lang, split=split, max_corpus=max_corpus, seed=seed,
@@ -117,17 +127,19 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
 
     encoders = EncoderFactory(student, teacher)
     score = _Scorer(measures, search_depth(measures), index_spec, Path(cache_dir), batch_size,
-                    show_progress, out_dir)
+                    show_progress, out_dir, passage_spec)
     results: dict[str, dict] = {}
     for item in tasks:
         q_spec, d_spec = (doc_encoder, query_encoder) if item.swap_encoders else (query_encoder, doc_encoder)
-        q_enc, d_enc = encoders.get(q_spec, "query"), encoders.get(d_spec, "document")
+        q_enc = encoders.get(q_spec, "query")
+        d_enc = with_max_length(encoders.get(d_spec, "document"), max_length)
         clean = score(item.name, item, item.queries, item.corpus, q_enc, d_enc)
         entry: dict = dict(metrics=clean, n_queries=len(item.queries), n_unjudged=len(item.unjudged),
                            corpus_size=len(item.corpus), query_encoder=q_spec, doc_encoder=d_spec)
         if item.corpus_en is not None and encoders.has_teacher():
             english = score(f"{item.name}[en]", item, item.queries, item.corpus_en,
-                            encoders.get("teacher", "query"), encoders.get("teacher", "document"))
+                            encoders.get("teacher", "query"),
+                            with_max_length(encoders.get("teacher", "document"), max_length))
             entry["english"] = english
             entry["language_gap"] = {m: english[m] - clean[m] for m in clean}
         elif item.corpus_en is not None:
@@ -155,7 +167,8 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
                                 query_encoder=query_encoder, doc_encoder=doc_encoder,
                                 metrics=[str(m) for m in measures], index=str(index_spec),
                                 max_corpus=max_corpus, perturb=list(perturb), perturb_side=perturb_side,
-                                seed=seed),
+                                seed=seed, passages=str(passage_spec) if passage_spec else None,
+                                doc_max_length=max_length),
                   tasks=results)
     if out_dir is not None:
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
@@ -172,7 +185,9 @@ def format_report(report: dict) -> str:
     names = settings["metrics"]
     lines = ["# optical eval", "",
              f"query encoder: `{settings['query_encoder']}`, doc encoder: `{settings['doc_encoder']}`, "
-             f"student: `{settings['student']}`, index: `{settings['index']}`", ""]
+             f"student: `{settings['student']}`, index: `{settings['index']}`, "
+             f"passages: `{settings.get('passages') or 'whole documents'}`, "
+             f"doc max length: `{settings.get('doc_max_length') or 'model default'}`", ""]
 
     def row(label: str, values: dict, signed: bool = False) -> str:
         cells = [f"{values[m]:+.4f}" if signed else f"{values[m]:.4f}" for m in names]
