@@ -49,8 +49,9 @@ from optical.errors import OpticalError, where
 GRID_KEYS = ("name", "recipe", "data", "languages", "seeds", "budgets", "baseline", "metric", "variants", "out",
              "set", "keep_students")
 VARIANT_KEYS = ("set", "eval", "eval_of")
-EVAL_OPTIONS = ("passages", "max_length")  # evaluate() keyword arguments a variant may set
-BOUNDS = ("upper bound (teacher, English pages)", "lower bound (teacher, target pages)")
+EVAL_OPTIONS = ("passages", "max_length", "query_encoder")  # evaluate() keyword arguments a variant may set
+REFERENCES = {"upper": "upper bound (teacher, English pages)", "lower": "lower bound (teacher, target pages)",
+              "zero_shot": "zero-shot student, both sides"}
 
 
 @dataclass(frozen=True)
@@ -284,27 +285,33 @@ def run_cells(grid: Grid, group: list[Cell], show_progress: bool = False) -> Non
         distill(recipe, show_progress=show_progress)
         missing = list(group)
     for cell in missing:
-        evaluate("beir", path=data_dir(grid, cell.lang) / "clir", student=folder, query_encoder="teacher",
-                 doc_encoder="student", metrics=[grid.metric], out=eval_dir(grid, cell),
-                 **cell.variant.eval_options)
+        options = {"query_encoder": "teacher", **cell.variant.eval_options}  # OPTICAL's setting by default
+        evaluate("beir", path=data_dir(grid, cell.lang) / "clir", student=folder, doc_encoder="student",
+                 metrics=[grid.metric], out=eval_dir(grid, cell), **options)
     if not grid.keep_students:
         for name in ("student", "checkpoints"):
             shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def run_bounds(grid: Grid, lang: str) -> Path:
-    """The teacher on both sides, once per language: its run on the English pages is the upper
-    bound, its run on the target-language pages the lower bound."""
+    """References, once per language: the teacher on both sides (its run on the English pages
+    is the upper bound, on the target-language pages the lower bound) and the untrained
+    student model on both sides, as it ships (zero-shot)."""
     from optical.evaluate import evaluate
 
     target = Path(grid.out) / lang / "bounds"
+    first = cell_recipe(grid, next(c for c in cells(grid) if c.lang == lang))
+    clir = data_dir(grid, lang) / "clir"
     if not (target / "per_query.json").is_file():
-        first = next(c for c in cells(grid) if c.lang == lang)
-        teacher = cell_recipe(grid, first).teacher
+        teacher = first.teacher
         if teacher.kind != "sentence-transformers":
             raise OpticalError(f"{grid.recipe}: bounds need a sentence-transformers teacher, got {teacher.kind}")
-        evaluate("beir", path=data_dir(grid, lang) / "clir", teacher=teacher.model_spec, query_encoder="teacher",
+        evaluate("beir", path=clir, teacher=teacher.model_spec, query_encoder="teacher",
                  doc_encoder="teacher", metrics=[grid.metric], out=target)
+    zero_shot = Path(grid.out) / lang / "zero-shot"
+    if not (zero_shot / "per_query.json").is_file():
+        evaluate("beir", path=clir, query_encoder=first.student.model, doc_encoder=first.student.model,
+                 metrics=[grid.metric], out=zero_shot)
     return target
 
 
@@ -344,7 +351,10 @@ def collect(grid: Grid) -> dict:
         if (folder / "per_query.json").is_file():
             upper = float(np.mean(list(_per_query(folder, metric, "[en]").values())))
             lower = float(np.mean(list(_per_query(folder, metric).values())))
-            bounds[lang] = (upper, lower)
+            bounds[lang] = {"upper": upper, "lower": lower}
+        if (Path(grid.out) / lang / "zero-shot" / "per_query.json").is_file():
+            values = _per_query(Path(grid.out) / lang / "zero-shot", metric)
+            bounds.setdefault(lang, {})["zero_shot"] = float(np.mean(list(values.values())))
     # per-query values averaged over seeds: {(variant, budget, lang): {qid: value}}
     per_query, seed_means = {}, {}
     for cell in cells(grid):
@@ -367,8 +377,8 @@ def collect(grid: Grid) -> dict:
             mean_q = _mean_over_seeds(per_query[key])
             entry = {"mean": float(np.mean(seed_means[key])), "std": float(np.std(seed_means[key])),
                      "seeds": len(seed_means[key])}
-            if lang in bounds:
-                upper, lower = bounds[lang]
+            if "upper" in bounds.get(lang, {}):
+                upper, lower = bounds[lang]["upper"], bounds[lang]["lower"]
                 entry["gap_closed"] = (entry["mean"] - lower) / (upper - lower) if upper > lower else None
             base_key = _baseline_key(grid, per_query, budget, lang)
             if base_key is not None and base_key != key:
@@ -393,7 +403,7 @@ def collect(grid: Grid) -> dict:
                 row["all"].update(diff=float(b.mean() - a.mean()), p_perm=permutation_test(a, b))
         rows.append(row)
     result = {"grid": grid.name, "metric": metric, "baseline": grid.baseline, "languages": list(grid.languages),
-              "seeds": list(grid.seeds), "bounds": {k: {"upper": u, "lower": lo} for k, (u, lo) in bounds.items()},
+              "seeds": list(grid.seeds), "references": bounds,
               "rows": rows}
     out = Path(grid.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,11 +434,13 @@ def format_table(result: dict) -> str:
     lines = [f"{result['metric']}, mean ± std over seeds {result['seeds']}; Δ and p (paired randomisation "
              f"test over queries, seeds averaged) against `{result['baseline']}`.", "",
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(langs) + 2)]
-    for label, key in zip(BOUNDS, ("upper", "lower")):
-        cells_ = [f"{result['bounds'][lang][key]:.3f}" if lang in result["bounds"] else "" for lang in langs]
-        values = [result["bounds"][lang][key] for lang in langs if lang in result["bounds"]]
-        lines.append(f"| {label} | – | " + " | ".join(cells_) + f" | {np.mean(values):.3f} | |" if values
-                     else f"| {label} | – | " + " | ".join(cells_) + " | | |")
+    references = result["references"]
+    for key, label in REFERENCES.items():
+        values = {lang: references[lang][key] for lang in langs if key in references.get(lang, {})}
+        if not values:
+            continue
+        row = [f"{values[lang]:.3f}" if lang in values else "" for lang in langs]
+        lines.append(f"| {label} | – | " + " | ".join(row) + f" | {np.mean(list(values.values())):.3f} | |")
     for row in result["rows"]:
         parts = []
         for lang in langs:

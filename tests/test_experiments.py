@@ -150,7 +150,7 @@ def test_grid_end_to_end_on_tiny_models(tmp_path, tiny_teacher_st, tiny_student,
     result = runner.invoke(app, ["grid", "grid.yaml"])
     assert result.exit_code == 0, (result.output, result.exception and __import__("traceback").format_exception(result.exception))
     table = (tmp_path / "runs/toy/results.md").read_text()
-    for name in ("warm-start-only", "mse", "token-ot", "upper bound", "lower bound"):
+    for name in ("warm-start-only", "mse", "token-ot", "upper bound", "lower bound", "zero-shot student"):
         assert f"| {name}" in table
     saved = yaml.safe_load((tmp_path / "runs/toy/vi/3/token-ot/seed-2/recipe.yaml").read_text())
     assert saved["train"]["seed"] == 2 and saved["train"]["steps"] == 3 and saved["loss"][0]["name"] == "token_ot"
