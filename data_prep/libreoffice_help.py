@@ -13,8 +13,11 @@ Outputs (``--out DIR``):
   split first so that a pair repeated on many pages is kept in test and dropped elsewhere;
 - ``clir/``: a WikiCLIR-style BEIR folder from the test pages: English page titles as
   queries, the other-language pages as the corpus, qrels 2 for the page's own
-  translation and 1 for the (test) pages the English page links to; ``corpus_en.jsonl``
-  is the English side of the same corpus, to measure the language gap;
+  translation and 1 for the (test) pages the English page links to, in BEIR's TSV
+  (``qrels/test.tsv``) and in TREC format (``qrels/test.trec``); documents are named by
+  page id (``swriter/guide/x``), queries by ``q:`` + page id, so no query shares its
+  mate's id; ``corpus_en.jsonl`` is the English side of the same corpus, to measure the
+  language gap;
 - ``stats.json``: counts of pages, pairs per split and dropped pairs per reason.
 
 Sources: nothing (``apt-get download`` into ``--cache-dir``), or ``--other`` / ``--en``
@@ -367,6 +370,17 @@ def page_id(key: str) -> str:
     return key[:-len(".html")] if key.endswith(".html") else key
 
 
+def query_id(key: str) -> str:
+    """CLIR query id of a page: ``q:`` + its page id (``q:swriter/guide/x``).
+
+    Distinct from the page's document id on purpose: BEIR's ``EvaluateRetrieval`` drops
+    every retrieved document whose id equals the query id (to ignore self-hits in
+    symmetric sets), so queries named like their own translation would lose exactly
+    the grade-2 hit.
+    """
+    return "q:" + page_id(key)
+
+
 def split_pages(keys: list[str], test_fraction: float, dev_fraction: float,
                 seed: int) -> dict[str, list[str]]:
     """Seeded split of page keys into ``train``/``dev``/``test`` (disjoint, sorted)."""
@@ -409,19 +423,22 @@ def build_clir(english: dict[str, Page], other: dict[str, Page], keys: list[str]
             doc_keys.add(key)
             corpus.append({"_id": page_id(key), "title": other[key].title, "text": text})
             corpus_en.append({"_id": page_id(key), "title": english[key].title, "text": text_en})
-    n_graded = Counter()
+    judgements: list[tuple[str, str, int]] = []
+    for key in sorted(doc_keys):
+        title = english[key].title
+        if not title:
+            continue
+        queries.append({"_id": query_id(key), "text": title})
+        judgements.append((query_id(key), page_id(key), 2))
+        for target in sorted(english[key].links & doc_keys - {key}):
+            judgements.append((query_id(key), page_id(target), 1))
+    n_graded = Counter(grade for _, _, grade in judgements)
+    # The same judgements twice: BEIR's TSV (with header) and TREC's `qid 0 docid grade`.
     with (out_dir / "qrels" / "test.tsv").open("w", encoding="utf-8", newline="\n") as f:
         f.write("query-id\tcorpus-id\tscore\n")
-        for key in sorted(doc_keys):
-            title = english[key].title
-            if not title:
-                continue
-            queries.append({"_id": page_id(key), "text": title})
-            f.write(f"{page_id(key)}\t{page_id(key)}\t2\n")
-            n_graded[2] += 1
-            for target in sorted(english[key].links & doc_keys - {key}):
-                f.write(f"{page_id(key)}\t{page_id(target)}\t1\n")
-                n_graded[1] += 1
+        f.writelines(f"{qid}\t{docid}\t{grade}\n" for qid, docid, grade in judgements)
+    with (out_dir / "qrels" / "test.trec").open("w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{qid} 0 {docid} {grade}\n" for qid, docid, grade in judgements)
     _write_jsonl(queries, out_dir / "queries.jsonl")
     _write_jsonl(corpus, out_dir / "corpus.jsonl")
     _write_jsonl(corpus_en, out_dir / "corpus_en.jsonl")

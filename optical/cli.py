@@ -38,6 +38,32 @@ def handles_errors(fn):
     return wrapper
 
 
+def package_version() -> str:
+    """The installed distribution's version; the package's `__version__` when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optical")
+    except PackageNotFoundError:
+        from optical import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"optical {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
 @models_app.command("list")
 @handles_errors
 def models_list(
@@ -156,6 +182,52 @@ def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Option
     typer.echo(format_captions_report(report))
 
 
+@app.command("align")
+@handles_errors
+def align_command(
+    run: Optional[Path] = typer.Option(None, help="Run directory (student/ + recipe.yaml)."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher model spec (replaces the run's; with --student instead of --run)."),
+    student: Optional[str] = typer.Option(None, help="Student folder or model spec (replaces the run's)."),
+    en: Optional[str] = typer.Option(None, help="English sentence (teacher side) of the pair to draw."),
+    other: Optional[str] = typer.Option(None, help="Its translation (student side)."),
+    out: Path = typer.Option(Path("align.png"), help="Picture of the pair: OUT as PNG and OUT with .html."),
+    bitext: Optional[Path] = typer.Option(None, help="Score the plans of the first --pairs pairs of this TSV/JSONL instead."),
+    pairs: int = typer.Option(200, help="How many pairs of --bitext."),
+    lang: str = typer.Option("vi", help="JSONL --bitext: key of the non-English side."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON here."),
+    set_: List[str] = typer.Option([], "--set", help="Override a recipe key: --set ot.epsilon=0.05."),
+    batch_size: int = typer.Option(32, help="Pairs per batch."),
+) -> None:
+    """Look at the OT plans: one pair as cost | plan heatmaps, or alignment scores over bitext."""
+    from optical import align
+
+    if bitext is None and (en is None or other is None):
+        fail("give --en SENTENCE --other TRANSLATION (a picture) or --bitext PAIRS.tsv (scores)")
+    if bitext is not None and (en is not None or other is not None):
+        fail("--bitext scores many pairs; leave out --en/--other (or leave out --bitext for a picture)")
+    if pairs < 1 or batch_size < 1:
+        fail("--pairs and --batch-size must be at least 1")
+    if bitext is None:
+        if not en.strip() or not other.strip():
+            fail("--en and --other must both be non-empty sentences")
+        if not out.parent.is_dir():
+            fail(f"{out.parent}: output folder not found")
+        align.figure_class()  # fail before loading models when matplotlib is missing
+    else:
+        sample = align.read_pairs(bitext, pairs, lang)
+    aligner = align.load_aligner(run, teacher, student, set_)
+    if bitext is None:
+        png, page, pair = align.picture(aligner, en, other, out)
+        typer.echo(f"{len(pair.teacher_tokens)} teacher × {len(pair.student_tokens)} student tokens, "
+                   f"plan entropy {align.entropy_ratio(pair.plan):.3f} of uniform, masses {aligner.masses}")
+        typer.echo(f"wrote {png} and {page}")
+        return
+    report = align.diagnose(aligner, sample, batch_size)
+    typer.echo(align.format_report(report))
+    if json_out is not None:
+        json_out.write_text(align.to_json(report), encoding="utf-8")
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
@@ -208,6 +280,7 @@ def grid_command(
     grid_file: Path = typer.Argument(..., help="Grid YAML: base recipe, variants, languages, seeds, budgets, baseline."),
     lang: List[str] = typer.Option([], help="Run only these languages (repeatable); the table covers what is on disk."),
     variant: List[str] = typer.Option([], help="Run only these variants (repeatable)."),
+    seed: List[int] = typer.Option([], help="Run only these seeds (repeatable)."),
     collect_only: bool = typer.Option(False, "--collect-only", help="Train nothing; rebuild the table from disk."),
     dry_run: bool = typer.Option(False, help="List the cells that would run, and stop."),
     progress: bool = typer.Option(False, help="Progress bars of each run."),
@@ -216,7 +289,8 @@ def grid_command(
     from optical.experiments import cells, collect, eval_dir, format_table, load_grid, run_grid
 
     grid = load_grid(grid_file)
-    only = lambda c: (not lang or c.lang in lang) and (not variant or c.variant.name in variant)  # noqa: E731
+    only = lambda c: ((not lang or c.lang in lang) and (not variant or c.variant.name in variant)  # noqa: E731
+                      and (not seed or c.seed in seed))
     if dry_run:
         for cell in filter(only, cells(grid)):
             done = (eval_dir(grid, cell) / "per_query.json").is_file()

@@ -379,8 +379,17 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe YAML file; every problem is one OpticalError line naming file, line, key."""
+    """Read a recipe YAML file; every problem is one OpticalError line naming file, line, key.
+
+    ``path`` is a file, or a shipped recipe by name (``vi/quickstart``, as
+    ``optical distill --recipe`` takes it): a name is anything that is not an existing file
+    and does not end in ``.yaml``/``.yml``.
+    """
     path = Path(path)
+    if not path.is_file() and path.suffix not in (".yaml", ".yml"):
+        from optical.recipe_files import find_recipe
+
+        path = find_recipe(str(path))  # OpticalError naming the shipped recipes if unknown
     if not path.is_file():
         raise OpticalError(f"{path}: recipe file not found")
     text = path.read_text(encoding="utf-8")

@@ -243,7 +243,10 @@ def test_clir_beir_files(prepared):
     assert set(queries[0]) == {"_id", "text"}
     en_titles = {lo.page_id(k): t for k, (t, _, _) in EN.items()}
     vi_titles = {lo.page_id(k): t for k, (t, _, _) in VI.items()}
-    assert all(q["text"] == en_titles[q["_id"]] for q in queries)
+    # Query ids are "q:" + page id, never a document id (BEIR drops hits with qid == docid).
+    assert all(q["_id"].startswith("q:") for q in queries)
+    assert all(q["text"] == en_titles[q["_id"][2:]] for q in queries)
+    assert not {q["_id"] for q in queries} & {d["_id"] for d in corpus}
     assert all(d["title"] == vi_titles[d["_id"]] for d in corpus)
     assert "Chủ đề liên quan" in corpus[0]["text"] and "Related Topics" in corpus_en[0]["text"]
 
@@ -255,12 +258,19 @@ def test_clir_beir_files(prepared):
         qrels.setdefault(q, {})[d] = int(s)
     test_ids = {d["_id"] for d in corpus}
     for key, (_, _, links) in EN.items():
-        qid = lo.page_id(key)
-        if qid not in test_ids:
+        doc = lo.page_id(key)
+        if doc not in test_ids:
             continue
-        expected = {qid: 2, **{lo.page_id(k): 1 for k in links if lo.page_id(k) in test_ids}}
-        assert qrels[qid] == expected
+        expected = {doc: 2, **{lo.page_id(k): 1 for k in links if lo.page_id(k) in test_ids}}
+        assert qrels[lo.query_id(key)] == expected
+    assert set(qrels) == {q["_id"] for q in queries}
     assert stats["clir"]["qrels_score_1"] >= 1
+    # The same judgements in TREC format: "qid 0 docid grade".
+    trec = [line.split(" ") for line in (clir / "qrels" / "test.trec").read_text().splitlines()]
+    assert all(len(row) == 4 and row[1] == "0" for row in trec)
+    assert {(q, d, int(s)) for q, _, d, s in trec} == {
+        (q, d, s) for q, docs in qrels.items() for d, s in docs.items()}
+    assert len(trec) == len(lines) - 1
 
 
 def test_deb_input_and_cli(trees, tmp_path):
