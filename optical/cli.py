@@ -154,7 +154,7 @@ def eval_command(
             fail("--passages and --doc-max-length apply to retrieval tasks, not --task captions")
         captions_eval(path, student, teacher, lang, out, batch_size)
         return
-    from optical.evaluate import evaluate, format_report
+    from optical.evaluation import evaluate, format_report
 
     report = evaluate(task, path=path, lang=lang, split=split, student=student, teacher=teacher,
                       query_encoder=query_encoder, doc_encoder=doc_encoder,

@@ -270,7 +270,7 @@ def _trained(folder: Path, recipe) -> bool:
 def run_cells(grid: Grid, group: list[Cell], show_progress: bool = False) -> None:
     """Cells that share one run folder (a variant and its `eval_of` twins): train once unless
     finished, write each missing evaluation, then prune the weights if the grid says so."""
-    from optical.evaluate import evaluate
+    from optical.evaluation import evaluate
     from optical.train import distill
 
     folder = run_dir(grid, group[0])
@@ -297,7 +297,7 @@ def run_bounds(grid: Grid, lang: str) -> Path:
     """References, once per language: the teacher on both sides (its run on the English pages
     is the upper bound, on the target-language pages the lower bound) and the untrained
     student model on both sides, as it ships (zero-shot)."""
-    from optical.evaluate import evaluate
+    from optical.evaluation import evaluate
 
     target = Path(grid.out) / lang / "bounds"
     first = cell_recipe(grid, next(c for c in cells(grid) if c.lang == lang))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from optical.cli import app
 from optical.errors import OpticalError
-from optical.evaluate import retrieve
+from optical.evaluation import retrieve
 from optical.passages import (AGGREGATIONS, MAX_TOKENS, PassageSpec, parse_passages, split_corpus,
                               split_text, split_texts, tokenizer_of, with_max_length)
 from test_evaluate import PAIRS, beir_folder, run_dir  # noqa: F401  (fixtures: toy BEIR folder, tiny run)

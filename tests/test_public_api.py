@@ -37,39 +37,23 @@ def test_all_names_the_public_functions():
         optical.nope  # noqa: B018
 
 
-def test_package_exports_first_then_submodule():
+def test_package_exports_are_the_functions_in_either_import_order():
     out = run_python("""
         import inspect, sys
         import optical
         assert "torch" not in sys.modules, "import optical must stay light"
         from optical import load_recipe, distill, evaluate
         assert all(inspect.isfunction(f) for f in (load_recipe, distill, evaluate))
-        assert evaluate.__module__ == "optical.evaluate" and evaluate.__name__ == "evaluate"
-        import optical.evaluate
-        from optical.evaluate import retrieve, format_report
-        assert optical.evaluate is evaluate and inspect.isfunction(retrieve)
-        assert inspect.ismodule(sys.modules["optical.evaluate"])
-        from optical import *
-        assert inspect.isfunction(globals()["evaluate"])
+        from optical.evaluation import evaluate as direct, retrieve
+        assert direct is evaluate and optical.evaluate is evaluate
         print("ok")
     """)
     assert out.strip() == "ok"
-
-
-def test_submodule_first_then_package_exports():
     out = run_python("""
-        import importlib, inspect, sys
-        from optical.evaluate import retrieve  # binds optical.evaluate while loading
-        import optical.evaluate
-        import optical
-        assert inspect.isfunction(optical.evaluate), optical.evaluate
-        from optical import evaluate, distill, load_recipe
-        assert inspect.isfunction(evaluate) and evaluate is sys.modules["optical.evaluate"].evaluate
-        module = importlib.import_module("optical.evaluate")
-        assert inspect.ismodule(module) and module.retrieve is retrieve
-        # the CLI's and experiments' own imports
-        from optical.evaluate import evaluate as direct, format_report
-        assert direct is evaluate
+        import inspect
+        from optical.evaluation import retrieve
+        from optical import evaluate
+        assert inspect.isfunction(evaluate) and evaluate.__module__ == "optical.evaluation"
         print("ok")
     """)
     assert out.strip() == "ok"
