@@ -449,6 +449,29 @@ def build_clir(english: dict[str, Page], other: dict[str, Page], keys: list[str]
             "qrels_score_1": n_graded[1], "docs_with_untranslated_title": same_title}
 
 
+def page_text(page: Page) -> str:
+    """A page as one document, as the CLIR corpus and BEIR's loader make it: "title text"."""
+    text = " ".join(t for t in page.units.values() if t)
+    return normalize_space(f"{page.title} {text}" if page.title else text)
+
+
+def write_page_pairs(english: dict[str, Page], other: dict[str, Page], keys: list[str], out_dir: Path) -> int:
+    """Document-level pairs of the training pages: ``pages.tsv`` (each whole page, English and
+    other) and ``train+pages.tsv`` (``train.tsv`` followed by them). Retrieval scores pages, so
+    training on pages teaches the student what the evaluation encodes; returns how many."""
+    pairs = []
+    for key in keys:
+        en, xx = page_text(english[key]), page_text(other[key])
+        if en and xx:
+            pairs.append((en, xx))
+    write_tsv(pairs, out_dir / "pages.tsv")
+    sentences = (out_dir / "train.tsv").read_text(encoding="utf-8")
+    with (out_dir / "train+pages.tsv").open("w", encoding="utf-8", newline="\n") as handle:
+        handle.write(sentences)
+        handle.write((out_dir / "pages.tsv").read_text(encoding="utf-8"))
+    return len(pairs)
+
+
 def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir: str | Path, *,
             test_fraction: float = 0.1, dev_fraction: float = 0.05, seed: int = 13,
             max_length_ratio: float = DEFAULT_MAX_LENGTH_RATIO,
@@ -489,6 +512,7 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
         pair_counts[split] = len(kept)
         drops_per_split[split] = dict(dropped)
         cleaning_drops.update(dropped)
+    page_pairs = write_page_pairs(english, other, splits["train"], out_dir)
     clir = build_clir(english, other, splits["test"], out_dir / "clir",
                       translated_only=clir_translated_only)
 
@@ -501,7 +525,7 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
             "only_in_target": sum(1 for k in other if k not in english),
             **{split: len(keys) for split, keys in splits.items()},
         },
-        "pairs": pair_counts,
+        "pairs": {**pair_counts, "train_pages": page_pairs},
         "candidate_pairs": sum(len(p) for p in raw_pairs.values()),
         "dropped": {**dict(alignment_drops), **dict(cleaning_drops)},
         "dropped_per_split": drops_per_split,

@@ -255,7 +255,8 @@ def cell_recipe(grid: Grid, cell: Cell):
     values.update(grid.overrides)
     if cell.budget != "pinned":
         values.update(parse_budget(cell.budget))
-    values.update(trains.overrides)
+    # "{lang}" in a string value names the cell's language: bitext.path: data/{lang}/pages.tsv
+    values.update({k: v.replace("{lang}", cell.lang) if isinstance(v, str) else v for k, v in trains.overrides.items()})
     # JSON is YAML: each value reaches the recipe with its type (a string stays a string).
     return load_recipe(base, [f"{k}={json.dumps(v)}" for k, v in values.items()])
 
