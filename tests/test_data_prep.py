@@ -484,3 +484,19 @@ def test_clir_translated_only(trees, tmp_path):
                        dev_fraction=0.0, clir_translated_only=True)
     ids = [d["_id"] for d in read_jsonl(tmp_path / "clir" / "corpus.jsonl")]
     assert stats["pages"]["test"] == 4 and "swriter/b" not in ids and len(ids) == 3
+
+
+def test_page_pairs_are_whole_training_pages(prepared):
+    """pages.tsv: one line per training page, each side "title text" as the CLIR corpus
+    builds a document; train+pages.tsv: the sentence pairs, then the page pairs."""
+    out, stats = prepared
+    page_pairs = tsv_pairs(out / "pages.tsv")
+    assert page_pairs and stats["pairs"]["train_pages"] == len(page_pairs)
+    train_text = {e for e, _ in tsv_pairs(out / "train.tsv")}
+    test_titles = {q["text"] for q in read_jsonl(out / "clir" / "queries.jsonl")}
+    for english, other in page_pairs:
+        title = next(t for t, _, _ in EN.values() if english.startswith(t))
+        assert title not in test_titles  # training pages only
+        assert any(unit in english for unit in train_text)  # the page's own paragraphs, joined
+        assert other != english
+    assert tsv_pairs(out / "train+pages.tsv") == tsv_pairs(out / "train.tsv") + page_pairs
