@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -239,13 +240,22 @@ def _coerce(value: Any, tp: Any, key: str, ctx: _Context) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float range
+                number = math.inf
+        elif isinstance(value, str):
             try:  # YAML 1.1 reads "2e-5" (no dot) as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # NaN or inf in a weight, rate or tolerance only ever ends as a NaN loss later
+            if not math.isfinite(number):
+                raise ctx.error(key, f"{key}: expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -315,7 +325,7 @@ def _build_loss_terms(value: Any, key: str, ctx: _Context) -> tuple[LossTerm, ..
         if not isinstance(item, dict) or "name" not in item:
             raise ctx.error(item_key, f"{item_key}: expected a mapping with 'name', got {item!r}")
         name = item["name"]
-        if name not in LOSSES:
+        if not isinstance(name, str) or name not in LOSSES:
             raise ctx.error(item_key, f"{item_key}.name: unknown loss {name!r} (known: {', '.join(LOSSES)})")
         weight = _coerce(item.get("weight", 1.0), float, f"{item_key}.weight", ctx)
         params = {k: v for k, v in item.items() if k not in ("name", "weight")}
@@ -426,6 +436,37 @@ def default_recipe(teacher: str | None = None, teacher_model: str | None = None,
     if out:
         data["output_dir"] = out
     return recipe_from_dict(data, overrides, path="<flags>")
+
+
+#: keys a resumed run may change: where it writes, its label, progress reports, the evaluation
+RESUME_FREE = ("output_dir", "name", "train.eval_every", "train.checkpoint_every", "train.teacher_cache", "eval")
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists → {dotted key: leaf value}."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return {prefix[:-1]: data}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out if out else {prefix[:-1]: data}
+
+
+def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
+    """The first key (in recipe order) whose value differs between two recipes, ignoring the
+    `free` keys and sections: (key, old value, new value), or None."""
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    missing = object()
+    for key in dict.fromkeys([*a, *b]):
+        if any(key == f or key.startswith(f + ".") for f in free):
+            continue
+        if a.get(key, missing) != b.get(key, missing):
+            return key, a.get(key), b.get(key)
+    return None
 
 
 def replace(recipe: Recipe, **changes) -> Recipe:
