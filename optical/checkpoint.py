@@ -3,22 +3,28 @@
 Layout of `<run>/checkpoints/step-000100/`:
   student/                 a sentence-transformers folder
   optimizer.safetensors    every optimizer state tensor, keyed `<param index>.<name>`
-  trainer_state.json       step, scheduler, optimizer hyper-parameters, RNG seeds, metrics
+  trainer_state.json       step, scheduler, optimizer hyper-parameters, RNG states, metrics
 A checkpoint is written into a temporary folder and renamed into place, and `latest`
 (a one-line file) is replaced atomically after it, so a crash at any moment leaves the
-previous checkpoint intact and `latest` pointing at a complete one.
+previous checkpoint intact and `latest` pointing at a complete one. The RNG states (torch
+CPU and CUDA, Python `random`, numpy) are plain JSON lists, never pickles: a resumed run
+draws the same dropout masks as an unbroken one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from optical.errors import OpticalError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -27,6 +33,73 @@ def atomic_write_text(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    """Every RNG that drives training (dropout, sampling), as JSON-able lists."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state().tolist(), "python": [version, list(internal), gauss],
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`; also takes the torch-only list of older checkpoints."""
+    if "rng" not in state:  # checkpoints written before every RNG was saved
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        return
+    rng = state["rng"]
+    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+
+
+def first_non_finite(module: torch.nn.Module) -> str | None:
+    """Name of the first floating-point tensor of `module` holding NaN or inf, else None."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def save_student(student, target: Path) -> Path:
+    """Write the student folder atomically: into a temporary sibling, then renamed into place,
+    so a kill never leaves `target` half-written (at worst the old folder, or none)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp"))
+    old = target.parent / f".{target.name}-old-{os.getpid()}.tmp"
+    try:
+        student.save(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return target
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the temporary files and folders that killed writes left in a run directory
+    (`.<name>.*.tmp`, `.student-*.tmp`, `checkpoints/.step-*`); returns what was removed."""
+    run_dir = Path(run_dir)
+    found = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp"),
+             *(run_dir / "checkpoints").glob(".step-*")]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -63,7 +136,7 @@ def save_checkpoint(run_dir: Path, step: int, student, optimizer, scheduler, ext
         tensors, meta = optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         state = {"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state().tolist(), **extra}
+                 "rng": rng_state(), **extra}
         (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)

@@ -269,6 +269,8 @@ def distill(
     if loaded.bitext.path is None and loaded.bitext.hf_name is None:
         fail("no bitext: give --bitext FILE or a recipe with bitext.path / bitext.hf_name")
     result = run(loaded, resume=resume, show_progress=not quiet)
+    if result.already_finished:
+        typer.echo(f"{result.run_dir}: the run has already finished ({result.steps} steps); nothing to do")
     typer.echo(f"student: {result.student_dir}")
     if result.heldout:
         typer.echo("held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in result.heldout.items()))

@@ -5,8 +5,11 @@ distill ...`). Per optimizer step: teacher states for the English side (from the
 cache), student states for the other side, the recipe's weighted losses, AdamW with warmup
 and linear decay, gradient clipping; bf16 autocast on CUDA only. Every `eval_every` steps a
 held-out slice of the bitext is scored and logged to `log.jsonl`; every `checkpoint_every`
-steps an atomic checkpoint is written; a NaN/inf loss stops the run with the last good
-checkpoint intact.
+steps (and at the last step) an atomic checkpoint is written; a NaN/inf loss, or weights
+that became NaN/inf, stop the run with the last good checkpoint intact: no checkpoint and
+no student is ever written with non-finite weights. A run folder holds one run: running
+into it again needs `resume`, which refuses a changed recipe and does nothing when the run
+has finished.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from optical.checkpoint import (atomic_write_text, latest_checkpoint, load_trainer_state, restore_optimizer,
-                                save_checkpoint)
+from optical.checkpoint import (atomic_write_text, first_non_finite, latest_checkpoint, load_trainer_state,
+                                remove_leftovers, restore_optimizer, restore_rng_state, save_checkpoint,
+                                save_student)
 from optical.data.bitext import read_bitext, split_heldout
 from optical.errors import OpticalError
 from optical.losses import DistillBatch, build_objective
@@ -34,7 +38,7 @@ from optical.models.sources import default_cache_dir, folder_identity, resolve_m
 from optical.models.student import Student
 from optical.models.teacher import Teacher, load_teacher
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
-from optical.recipe import Recipe
+from optical.recipe import Recipe, first_difference, load_recipe
 from optical.teacher_store import TeacherStore
 from optical.warm_start import warm_start
 
@@ -47,6 +51,7 @@ class DistillResult:
     losses: list[float] = field(default_factory=list)
     heldout: dict = field(default_factory=dict)
     warm_start: dict | None = None
+    already_finished: bool = False  # `resume` found the run finished and did nothing
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -164,6 +169,68 @@ def _log(path: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+#: what a run writes into its folder; any of them there means the folder holds a run
+RUN_FILES = ("recipe.yaml", "log.jsonl", "metrics.json", "student", "checkpoints")
+
+
+def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> bool:
+    """Keep one run per folder. Without `resume` the folder must not hold a run (absent or
+    empty is fine); with it, the run's saved recipe must match `recipe` but for progress-only
+    keys. Returns True when `resume` finds the run already finished."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not resume:
+        if found:
+            raise OpticalError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume "
+                               f"or choose a new --out")
+        return False
+    saved = run_dir / "recipe.yaml"
+    if saved.is_file():
+        difference = first_difference(load_recipe(saved), recipe)
+        if difference:
+            key, old, new = difference
+            raise OpticalError(f"--resume: {key} is {new!r} but the run in {run_dir} used {old!r} ({saved}); "
+                               f"resume with the same recipe or choose a new --out")
+    return (run_dir / "metrics.json").is_file()  # written last, after the student
+
+
+def finished_result(run_dir: Path) -> DistillResult:
+    """What `resume` reports for a run that already finished (read back from its metrics.json)."""
+    try:
+        summary = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise OpticalError(f"{run_dir / 'metrics.json'}: cannot read ({err})") from None
+    summary = summary if isinstance(summary, dict) else {}
+    heldout = summary.get("heldout") if isinstance(summary.get("heldout"), dict) else {}
+    return DistillResult(run_dir, run_dir / "student", int(summary.get("steps") or 0), [], heldout,
+                         summary.get("warm_start"), already_finished=True)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the log records a resumed run will write again (steps after its checkpoint)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not _after(line, step)]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _after(line: str, step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and (record.get("final") is True or
+                                         (isinstance(record.get("step"), int) and record["step"] > step))
+
+
+def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
+    """Stop before writing weights that hold NaN/inf (a loss can stay finite one step longer)."""
+    name = first_non_finite(model)
+    if name is not None:
+        raise OpticalError(f"weights became non-finite ({name}) after step {step}; stopped. Last good "
+                           f"checkpoint: {last_checkpoint or 'none written yet'}. Try a lower train.lr")
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -187,6 +254,12 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         if progress:
             tqdm.write(text)
 
+    if check_run_dir(run_dir, recipe, resume):
+        say(f"{run_dir}: the run has already finished; nothing to do")
+        return finished_result(run_dir)
+    if main and run_dir.is_dir():
+        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+
     # -- data
     b = recipe.bitext
     bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
@@ -204,6 +277,9 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         say(f"no checkpoint in {run_dir}; starting from scratch")
     if checkpoint is not None:
         student = Student.load(checkpoint / "student")
+        if first_non_finite(student) is not None:
+            raise OpticalError(f"{checkpoint}: the checkpoint holds non-finite weights "
+                               f"({first_non_finite(student)}); remove it or choose a new --out")
         say(f"resuming from {checkpoint}")
     else:
         student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
@@ -284,14 +360,16 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         state, tensors = load_trainer_state(checkpoint)
         restore_optimizer(optimizer, tensors, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        restore_rng_state(state)
         start_step = state["step"]
     model, optimizer = accelerator.prepare(student, optimizer)
 
+    log_path = run_dir / "log.jsonl"
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-    log_path = run_dir / "log.jsonl"
+        if resume:
+            truncate_log(log_path, start_step)  # the steps after the checkpoint run again
 
     # -- one micro-batch
     n_train = len(train_pairs)
@@ -336,6 +414,9 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc="distill", unit="step")
     started = time.perf_counter()
     for step in range(start_step + 1, total_steps + 1):
+        # Saving a checkpoint or scoring the held-out pairs leaves the encoder in eval mode
+        # (sentence-transformers' save/encode call .eval()): dropout must be back on.
+        model.train()
         step_loss, parts_sum = 0.0, {}
         for accum in range(cfg.grad_accum):
             k = (step - 1) * cfg.grad_accum + accum
@@ -370,7 +451,9 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
             metrics = heldout_metrics(accelerator.unwrap_model(model), heldout, heldout_teacher)
             _log(log_path, {"step": step, "heldout": metrics})
             say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == total_steps):
+            # every rank checks (the weights are the same on all), so all stop together
+            check_finite(accelerator.unwrap_model(model), step, last_checkpoint)
             accelerator.wait_for_everyone()
             if main:
                 last_checkpoint = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
@@ -380,11 +463,12 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     # -- final student
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(model)
+    check_finite(final, total_steps, last_checkpoint)
     write_rank_hash(final, accelerator.process_index)
     student_dir = run_dir / "student"
     metrics = {}
     if main:
-        final.save(student_dir)
+        save_student(final, student_dir)
         metrics = heldout_metrics(final, heldout, heldout_teacher)
         summary = {"steps": total_steps, "pairs": len(bitext.pairs), "train_pairs": n_train,
                    "heldout_pairs": len(heldout), "skipped_lines": len(bitext.bad),
@@ -392,7 +476,8 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
                    "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
                    "warm_start": warm_report, "heldout": metrics,
                    "seconds": round(time.perf_counter() - started, 2)}
-        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
         _log(log_path, {"step": total_steps, "heldout": metrics, "final": True})
+        # metrics.json last: its presence marks the run finished (`resume` then does nothing)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
         say(f"student saved to {student_dir}")
     return DistillResult(run_dir, student_dir, total_steps, losses, metrics, warm_report)

@@ -95,19 +95,34 @@ def test_warm_start_only_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path
     assert SentenceTransformer(str(out / "student")).encode(["xin chào"]).shape == (1, 32)
 
 
-def test_checkpoint_and_resume_continue_the_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+class Killed(BaseException):
+    """Stands in for SIGKILL (the CLI runner turns KeyboardInterrupt into an exit code)."""
+
+
+def test_checkpoint_and_resume_continue_the_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path, monkeypatch):
+    import optical.train as train
+
     out = tmp_path / "resume"
     common = ["distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,
               "--out", out, "--set", "train.checkpoint_every=4", *FAST]
-    first = run_cli(*common, "--steps", 8)
-    assert first.exit_code == 0, first.output
+    real = train.save_checkpoint
+
+    def save_then_die(run_dir, step, *args, **kwargs):  # killed right after the step-4 checkpoint
+        real(run_dir, step, *args, **kwargs)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            run_cli(*common, "--steps", 8)
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-000004"
     assert not list((out / "checkpoints").glob(".step-*")), "no half-written checkpoint left behind"
     assert (out / "checkpoints" / "step-000004" / "optimizer.safetensors").is_file()
     second = run_cli(*common, "--steps", 8, "--resume")
     assert second.exit_code == 0, second.output
     steps = [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert steps[-4:] == [5, 6, 7, 8]  # resumed after step 4, not from scratch
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # resumed after step 4, not from scratch
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-000008"  # the last step too
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path,
