@@ -24,15 +24,20 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from optical.errors import OpticalError
+from optical.errors import writing
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):  # a full disk: no half-written temporary file left behind
+                os.unlink(tmp)
 
 
 def rng_state() -> dict:
@@ -73,14 +78,16 @@ def save_student(student, target: Path) -> Path:
     """Write the student folder atomically: into a temporary sibling, then renamed into place,
     so a kill never leaves `target` half-written (at worst the old folder, or none)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp"))
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp"))
     old = target.parent / f".{target.name}-old-{os.getpid()}.tmp"
     try:
         student.save(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        with writing(target):
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
     finally:
         for leftover in (tmp, old):
             if leftover.exists():
@@ -128,19 +135,22 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 def save_checkpoint(run_dir: Path, step: int, student, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}-"))
+    with writing(root):
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}-"))
     try:
         student.save(tmp / "student")
         tensors, meta = optimizer_tensors(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        with writing(tmp / "optimizer.safetensors"):
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
         state = {"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
                  "rng": rng_state(), **extra}
-        (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with writing(final):
+            (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -26,7 +26,8 @@ def fail(message: str) -> None:
 
 
 def handles_errors(fn):
-    """Turn an OpticalError raised inside a command into one line and exit code 2."""
+    """Turn an OpticalError raised inside a command into one line and exit code 2; so too an
+    OSError no library call named (a read-only folder, a full disk): the machine, not a bug."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,6 +35,10 @@ def handles_errors(fn):
             return fn(*args, **kwargs)
         except OpticalError as err:
             fail(str(err))
+        except OSError as err:
+            from optical.errors import os_error_line
+
+            fail(" ".join(os_error_line(err).split()))
 
     return wrapper
 

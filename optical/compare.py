@@ -9,21 +9,60 @@ randomisation (sign-flip permutation) test p-value.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from optical.data.jsonl import lone_surrogate
 from optical.errors import OpticalError
 
 
-def load_per_query(run_dir: str | Path) -> dict:
+def load_per_query(run_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{task: {metric: {qid: value}}}`` of an ``optical eval --out`` folder; anything else
+    (not UTF-8, not JSON, another shape, a value that is not a finite number) raises
+    OpticalError naming the file and the first bad key."""
     path = Path(run_dir) / "per_query.json"
     if not path.is_file():
         raise OpticalError(f"{path}: file not found (is {run_dir} an 'optical eval --out' folder?)")
+    raw = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise OpticalError(f"{path}:{line}: not valid UTF-8") from None
     except json.JSONDecodeError as err:
         raise OpticalError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise OpticalError(f"{path}: not valid JSON (nested too deeply)") from None
+    if lone_surrogate(text, data):
+        raise OpticalError(f"{path}: a \\u escape is a lone surrogate (not a character)")
+    shape = "{task: {metric: {query id: number}}}"
+    if not isinstance(data, dict):
+        raise OpticalError(f"{path}: expected {shape}, got {type(data).__name__}")
+    for task, metrics in data.items():
+        if not isinstance(metrics, dict):
+            raise OpticalError(f"{path}: {task}: expected {{metric: {{query id: number}}}}, "
+                               f"got {type(metrics).__name__}")
+        for metric, values in metrics.items():
+            if not isinstance(values, dict):
+                raise OpticalError(f"{path}: {task}.{metric}: expected {{query id: number}}, "
+                                   f"got {type(values).__name__}")
+            for qid, value in values.items():
+                if not _finite_number(value):
+                    raise OpticalError(f"{path}: {task}.{metric}.{qid}: expected a finite number, "
+                                       f"got {str(value)[:40]!r}")
+    return data
+
+
+def _finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def permutation_test(a: np.ndarray, b: np.ndarray, rounds: int = 10000, seed: int = 0) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optical.errors import OpticalError, where
+from optical.errors import OpticalError, where, writing
 from optical.models.sources import folder_identity, resolve_model  # noqa: F401  (folder_identity re-exported)
 
 
@@ -137,10 +137,11 @@ def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_
         if len(vectors) == len(texts):
             return vectors
     vectors = encode_texts(encoder, list(texts.values()), batch_size, show_progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, vectors, allow_pickle=False)
-    tmp.replace(path)  # atomic: a killed run never leaves a truncated cache entry
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, vectors, allow_pickle=False)
+        tmp.replace(path)  # atomic: a killed run never leaves a truncated cache entry
     return vectors
 
 

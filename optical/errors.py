@@ -8,6 +8,7 @@ nothing user-caused ever reaches the user as a traceback.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -16,6 +17,28 @@ class OpticalError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def os_error_line(err: OSError, path: str | Path | None = None) -> str:
+    """`<path>: <reason>` for an OSError (read-only folder, full disk, a file where a folder
+    should be), naming the file the system names, else `path`."""
+    name = err.filename if err.filename is not None else path
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{name}: {reason}" if name is not None else reason
+
+
+@contextmanager
+def writing(path: str | Path):
+    """Turn a failed write under `path` into one OpticalError line naming the path: an OSError,
+    or safetensors' SafetensorError (which wraps the OSError of a full disk)."""
+    try:
+        yield
+    except OSError as err:
+        raise OpticalError(f"cannot write {os_error_line(err, path)}") from None
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise OpticalError(f"cannot write {path}: {str(err).splitlines()[0] if str(err) else 'SafetensorError'}") from None
 
 
 def where(path: str | Path | None, line: int | None = None, key: str | None = None) -> str:

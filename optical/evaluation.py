@@ -20,7 +20,7 @@ from pathlib import Path
 from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
 from optical.data.tasks import RetrievalTask, load_task
 from optical.encoders import EncoderFactory, cache_key, encode_cached, encode_texts
-from optical.errors import OpticalError
+from optical.errors import OpticalError, writing
 from optical.index import build_index, load_index, parse_index_spec, save_index, search
 from optical.metrics import compute, parse_metrics, search_depth, write_trec_run
 from optical.passages import parse_max_length, parse_passages, split_corpus, with_max_length
@@ -123,7 +123,10 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         cache_dir = default_cache_dir() / "embeddings"
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OpticalError(f"--out {out_dir}: is a file, not a folder")
+        with writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
 
     encoders = EncoderFactory(student, teacher)
     score = _Scorer(measures, search_depth(measures), index_spec, Path(cache_dir), batch_size,
@@ -171,11 +174,12 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
                                 doc_max_length=max_length),
                   tasks=results)
     if out_dir is not None:
-        (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
-        (out_dir / "per_query.json").write_text(json.dumps(score.per_query, ensure_ascii=False) + "\n",
-                                                encoding="utf-8")
-        (out_dir / "report.md").write_text(format_report(report), encoding="utf-8")
+        with writing(out_dir):
+            (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+            (out_dir / "per_query.json").write_text(json.dumps(score.per_query, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+            (out_dir / "report.md").write_text(format_report(report), encoding="utf-8")
     return report
 
 

@@ -37,6 +37,9 @@ class IndexSpec:
 
 
 _PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("M", "efSearch")}
+# faiss keeps these in a C int, and allocates per query in proportion to efSearch and per
+# node to M: larger values only exhaust memory
+LIMITS = {"nlist": 2**31 - 1, "nprobe": 2**31 - 1, "M": 1024, "efSearch": 1_000_000}
 
 
 def parse_index_spec(spec: str | IndexSpec | None) -> IndexSpec:
@@ -59,8 +62,8 @@ def parse_index_spec(spec: str | IndexSpec | None) -> IndexSpec:
             values[key] = int(value)
         except ValueError:
             raise OpticalError(f"--index {spec}: {key} must be an integer") from None
-        if values[key] <= 0:
-            raise OpticalError(f"--index {spec}: {key} must be positive")
+        if not 0 < values[key] <= LIMITS[key]:
+            raise OpticalError(f"--index {spec}: {key} must be between 1 and {LIMITS[key]}")
     return IndexSpec(kind=kind, **values)
 
 

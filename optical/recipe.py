@@ -346,6 +346,11 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+#: what PyYAML raises besides YAMLError: deep nesting (RecursionError), a date like
+#: 2024-13-01 (ValueError), an unhashable mapping key (TypeError)
+_YAML_VALUE_ERRORS = (RecursionError, ValueError, TypeError, OverflowError)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.lr=2e-5` → ('train.lr', 2e-05). Values are read as YAML scalars."""
     key, sep, raw = text.partition("=")
@@ -353,7 +358,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise OpticalError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=2e-5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, *_YAML_VALUE_ERRORS):
         value = raw
     return key.strip(), value
 
@@ -402,7 +407,12 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         path = find_recipe(str(path))  # OpticalError naming the shipped recipes if unknown
     if not path.is_file():
         raise OpticalError(f"{path}: recipe file not found")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise OpticalError(f"{where(path, line)}: not valid UTF-8; save the recipe as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -411,6 +421,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(err, "problem", None) or str(err)
         raise OpticalError(f"{where(path, line)}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise OpticalError(f"{path}: invalid YAML: nested too deeply") from None
+    except _YAML_VALUE_ERRORS as err:
+        raise OpticalError(f"{path}: invalid YAML: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     if data is not None and not isinstance(data, dict):
         raise OpticalError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
     lines = _key_lines(node) if node is not None else {}

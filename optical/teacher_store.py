@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from optical.errors import writing
 from optical.models.teacher import Teacher, TeacherOutput
 
 
@@ -70,13 +71,15 @@ class TeacherStore:
 
     def save(self, path: Path) -> None:
         """Atomic: write a temporary file next to `path`, then rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         os.close(fd)
         try:
-            save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
-                       "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, tmp)
-            os.replace(tmp, path)
+            with writing(path):
+                save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
+                           "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, tmp)
+                os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

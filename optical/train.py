@@ -32,7 +32,7 @@ from optical.checkpoint import (atomic_write_text, first_non_finite, latest_chec
                                 remove_leftovers, restore_optimizer, restore_rng_state, save_checkpoint,
                                 save_student)
 from optical.data.bitext import read_bitext, split_heldout
-from optical.errors import OpticalError
+from optical.errors import OpticalError, writing
 from optical.losses import DistillBatch, build_objective
 from optical.models.sources import default_cache_dir, folder_identity, resolve_model
 from optical.models.student import Student
@@ -165,7 +165,7 @@ def warm_start_sample(n_train: int, pairs: int | None, seed: int) -> list[int]:
 
 
 def _log(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as handle:
+    with writing(path), path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
 
@@ -177,6 +177,8 @@ def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> bool:
     """Keep one run per folder. Without `resume` the folder must not hold a run (absent or
     empty is fine); with it, the run's saved recipe must match `recipe` but for progress-only
     keys. Returns True when `resume` finds the run already finished."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OpticalError(f"output_dir {run_dir}: is a file, not a folder; choose another --out")
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not resume:
         if found:
@@ -258,7 +260,8 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         say(f"{run_dir}: the run has already finished; nothing to do")
         return finished_result(run_dir)
     if main and run_dir.is_dir():
-        remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+        with writing(run_dir):
+            remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
 
     # -- data
     b = recipe.bitext
@@ -366,7 +369,8 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
 
     log_path = run_dir / "log.jsonl"
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with writing(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
         if resume:
             truncate_log(log_path, start_step)  # the steps after the checkpoint run again

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from optical.errors import writing
+
 
 @dataclass
 class WarmStartReport:
@@ -84,10 +86,11 @@ def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path:
     other = pooled_student_states(student, [p[1] for p in pairs], batch_size, device, show_progress)
     english = pooled_student_states(student, [p[0] for p in pairs], batch_size, device, show_progress)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
-        save_file({"other": other.contiguous(), "english": english.contiguous()}, str(tmp))
-        os.replace(tmp, cache_path)
+        with writing(cache_path):
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"other": other.contiguous(), "english": english.contiguous()}, str(tmp))
+            os.replace(tmp, cache_path)
     return other, english
 
 

@@ -7,11 +7,11 @@ drops them and reports how many. An input without a single good pair is an error
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optical.data.jsonl import parse_json_line
 from optical.errors import OpticalError, where
 
 
@@ -70,10 +70,7 @@ def _parse_line(line: str, fmt: str, en_column: str, other_column: str) -> tuple
         if "\t" in other:
             raise ValueError("more than one tab")
     else:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"invalid JSON ({err.msg})") from None
+        record = parse_json_line(line)  # ValueError: invalid, too deep, a lone surrogate
         if not isinstance(record, dict):
             raise ValueError("JSON line is not an object")
         missing = [k for k in (en_column, other_column) if k not in record]

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
-from optical.data.jsonl import read_jsonl
+from optical.data.jsonl import read_jsonl, text_lines
 from optical.errors import OpticalError, where
 
 Qrels = dict[str, dict[str, int]]
+
+#: the largest relevance grade (trec_eval and ir-measures keep grades in a C int)
+MAX_GRADE = 2**31 - 1
 
 
 @dataclass
@@ -63,26 +67,29 @@ def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str]) -> 
     if not path.is_file():
         raise OpticalError(f"{path}: file not found")
     qrels: Qrels = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if number == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) != 3:
-                raise OpticalError(f"{where(path, number)}: expected 3 tab-separated columns "
-                                   f"(query-id, corpus-id, score), got {len(parts)}")
-            qid, docid, score = (p.strip() for p in parts)
-            if qid not in queries:
-                raise OpticalError(f"{where(path, number)}: unknown query id {qid!r}")
-            if docid not in corpus:
-                raise OpticalError(f"{where(path, number)}: unknown corpus id {docid!r}")
-            try:
-                grade = int(float(score))
-            except ValueError:
-                raise OpticalError(f"{where(path, number)}: score {score!r} is not a number") from None
-            qrels.setdefault(qid, {})[docid] = grade
+    for number, line in text_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r\n").split("\t")
+        if number == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) != 3:
+            raise OpticalError(f"{where(path, number)}: expected 3 tab-separated columns "
+                               f"(query-id, corpus-id, score), got {len(parts)}")
+        qid, docid, score = (p.strip() for p in parts)
+        if qid not in queries:
+            raise OpticalError(f"{where(path, number)}: unknown query id {qid!r}")
+        if docid not in corpus:
+            raise OpticalError(f"{where(path, number)}: unknown corpus id {docid!r}")
+        try:
+            value = float(score)
+        except ValueError:
+            raise OpticalError(f"{where(path, number)}: score {score!r} is not a number") from None
+        if not math.isfinite(value) or abs(value) > MAX_GRADE:
+            raise OpticalError(f"{where(path, number)}: score {score!r} is not a relevance grade "
+                               f"(a finite integer up to {MAX_GRADE})")
+        grade = int(value)
+        qrels.setdefault(qid, {})[docid] = grade
     return qrels
 
 
@@ -352,15 +359,14 @@ def load_bitext(path: str | Path, lang: str = "xx") -> list[RetrievalTask]:
         raise OpticalError(f"{path}: file not found")
     english: list[str] = []
     other: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise OpticalError(f"{where(path, number)}: expected 'english<TAB>other'")
-            english.append(parts[0].strip())
-            other.append(parts[1].strip())
+    for number, line in text_lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r\n").split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise OpticalError(f"{where(path, number)}: expected 'english<TAB>other'")
+        english.append(parts[0].strip())
+        other.append(parts[1].strip())
     if not english:
         raise OpticalError(f"{path}: no sentence pairs")
     ids = [str(i) for i in range(len(english))]

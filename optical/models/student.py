@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from optical.errors import OpticalError
+from optical.errors import OpticalError, writing
 from optical.models.sources import resolve_model
 
 
@@ -170,7 +170,8 @@ class Student(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write a sentence-transformers folder (safetensors weights)."""
         path = Path(path)
-        self.model.save(str(path), safe_serialization=True)
+        with writing(path):
+            self.model.save(str(path), safe_serialization=True)
         return path
 
 
