@@ -319,10 +319,12 @@ def run_bounds(grid: Grid, lang: str) -> Path:
 def run_grid(grid: Grid, only: Callable[[Cell], bool] = lambda c: True, show_progress: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Run every missing cell (cells sharing a run folder train once), then collect the table."""
+    # A group is every cell that shares a run folder, even those the filter leaves out: a
+    # retrained folder starts empty, so all of its evaluations must be written again.
     groups: dict[Path, list[Cell]] = {}
     for cell in cells(grid):
-        if only(cell):
-            groups.setdefault(run_dir(grid, cell), []).append(cell)
+        groups.setdefault(run_dir(grid, cell), []).append(cell)
+    groups = {folder: group for folder, group in groups.items() if any(only(c) for c in group)}
     for i, (folder, group) in enumerate(groups.items(), 1):
         names = ", ".join(c.variant.name for c in group)
         log(f"[{i}/{len(groups)}] {group[0].lang} {group[0].budget} seed {group[0].seed}: {names}")

@@ -25,7 +25,8 @@ if [ ! -f data/vi/train.tsv ]; then
 fi
 
 stamp "3/5 distillation (recipes/vi/quickstart.yaml)"
-"$PY" -m optical distill --recipe recipes/vi/quickstart.yaml --out "$RUN"
+# --resume: a second `make demo` finds the finished run and does not train again
+"$PY" -m optical distill --recipe recipes/vi/quickstart.yaml --out "$RUN" --resume
 
 stamp "4/5 evaluation: English queries (teacher) → Vietnamese help pages (student)"
 "$PY" -m optical eval --task beir --path data/vi/clir --student "$RUN" \

@@ -162,6 +162,49 @@ def test_grid_end_to_end_on_tiny_models(tmp_path, tiny_teacher_st, tiny_student,
     assert dry.output.count("done") == 6 and "todo" not in dry.output
 
 
+def _toy_grid(tmp_path, tiny_teacher_st, tiny_student, **grid_extra):
+    """A tiny data folder, base recipe and grid file in tmp_path (the working directory)."""
+    data = tmp_path / "data" / "vi"
+    (data / "clir" / "qrels").mkdir(parents=True)
+    shutil.copy(tiny_models.BITEXT_VI, data / "train.tsv")
+    pairs = [line.split("\t") for line in tiny_models.BITEXT_VI.read_text(encoding="utf-8").splitlines()][:10]
+    with (data / "clir" / "corpus.jsonl").open("w", encoding="utf-8") as f, \
+            (data / "clir" / "corpus_en.jsonl").open("w", encoding="utf-8") as g, \
+            (data / "clir" / "queries.jsonl").open("w", encoding="utf-8") as h:
+        for i, (en, vi) in enumerate(pairs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": vi}, ensure_ascii=False) + "\n")
+            g.write(json.dumps({"_id": f"d{i}", "title": "", "text": en}) + "\n")
+            h.write(json.dumps({"_id": f"q{i}", "text": en}) + "\n")
+    (data / "clir" / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(pairs))))
+    recipe = {"teacher": {"model": str(tiny_teacher_st), "max_length": 32},
+              "student": {"model": str(tiny_student), "max_length": 32},
+              "bitext": {"heldout": 4}, "loss": "mse:1", "warm_start": {"pairs": 16},
+              "train": {"batch_size": 4, "lr": 1e-3, "eval_every": 0, "checkpoint_every": 0}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(recipe))
+    grid = {"name": "toy", "recipe": "base.yaml", "languages": ["vi"], "seeds": [1], "budgets": [3],
+            "baseline": "ws", "out": "runs/toy", **grid_extra}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+
+
+def test_pruned_run_retrained_for_a_new_evaluation_keeps_every_evaluation(tmp_path, tiny_teacher_st,
+                                                                         tiny_student, monkeypatch):
+    """keep_students: false, then a new eval_of variant asked for alone: the run is trained
+    again and the evaluations of every variant sharing it are written again too."""
+    monkeypatch.chdir(tmp_path)
+    _toy_grid(tmp_path, tiny_teacher_st, tiny_student, keep_students=False,
+              variants={"ws": {"set": {"train.steps": 0}},
+                        "ws-own": {"eval_of": "ws", "eval": {"query_encoder": "student"}}})
+    first = runner.invoke(app, ["grid", "grid.yaml", "--variant", "ws"])
+    assert first.exit_code == 0, first.output
+    folder = tmp_path / "runs/toy/vi/pinned/ws/seed-1"
+    assert (folder / "eval-clir" / "per_query.json").is_file() and not (folder / "student").exists()
+    second = runner.invoke(app, ["grid", "grid.yaml", "--variant", "ws-own"])
+    assert second.exit_code == 0, second.output
+    assert (folder / "eval-clir" / "per_query.json").is_file()
+    assert (folder / "eval-clir-query_encoder=student" / "per_query.json").is_file()
+
+
 def test_grid_cli_bad_file_is_one_line(tmp_path):
     (tmp_path / "g.yaml").write_text("recipe: r.yaml\nlanguages: [vi]\nseeds: [1]\nbaseline: x\nvariants: {y: {}}\n")
     result = runner.invoke(app, ["grid", str(tmp_path / "g.yaml")])
