@@ -346,7 +346,8 @@ def _per_query(folder: Path, metric: str, label_suffix: str = "") -> dict[str, f
 
 
 def collect(grid: Grid) -> dict:
-    """Rows ``{variant, budget, lang: {mean, std, seeds, diff, p_perm, p_ttest, gap_closed}}``."""
+    """Rows ``{variant, budget, lang: {mean, std, seeds, diff, p_perm, p_ttest, paired_seeds, gap_closed}}``;
+    Δ and p compare with the baseline on the seeds both rows have."""
     metric = grid.metric
     bounds = {}
     for lang in grid.languages:
@@ -358,16 +359,15 @@ def collect(grid: Grid) -> dict:
         if (Path(grid.out) / lang / "zero-shot" / "per_query.json").is_file():
             values = _per_query(Path(grid.out) / lang / "zero-shot", metric)
             bounds.setdefault(lang, {})["zero_shot"] = float(np.mean(list(values.values())))
-    # per-query values averaged over seeds: {(variant, budget, lang): {qid: value}}
-    per_query, seed_means = {}, {}
+    # per-query values per seed: {(variant, budget, lang): {seed: {qid: value}}}
+    per_query = {}
     for cell in cells(grid):
         folder = eval_dir(grid, cell)
         if not (folder / "per_query.json").is_file():
             continue
         values = _per_query(folder, metric)
         key = (cell.variant.name, cell.budget, cell.lang)
-        per_query.setdefault(key, []).append(values)
-        seed_means.setdefault(key, []).append(float(np.mean(list(values.values()))))
+        per_query.setdefault(key, {})[cell.seed] = values
     rows = []
     row_keys = list(dict.fromkeys((v, b) for v, b, _ in per_query))
     for variant, budget in row_keys:
@@ -377,20 +377,24 @@ def collect(grid: Grid) -> dict:
             key = (variant, budget, lang)
             if key not in per_query:
                 continue
-            mean_q = _mean_over_seeds(per_query[key])
-            entry = {"mean": float(np.mean(seed_means[key])), "std": float(np.std(seed_means[key])),
-                     "seeds": len(seed_means[key])}
+            seed_means = [float(np.mean(list(v.values()))) for v in per_query[key].values()]
+            entry = {"mean": float(np.mean(seed_means)), "std": float(np.std(seed_means)),
+                     "seeds": sorted(per_query[key])}
             if "upper" in bounds.get(lang, {}):
                 upper, lower = bounds[lang]["upper"], bounds[lang]["lower"]
                 entry["gap_closed"] = (entry["mean"] - lower) / (upper - lower) if upper > lower else None
             base_key = _baseline_key(grid, per_query, budget, lang)
-            if base_key is not None and base_key != key:
-                base_q = _mean_over_seeds(per_query[base_key])
+            # Paired on the seeds both have: a seed's warm-start sample and data order are
+            # shared by every variant, so comparing across different seeds adds their noise.
+            shared = sorted(set(per_query[key]) & set(per_query[base_key])) if base_key else []
+            if base_key is not None and base_key != key and shared:
+                mean_q = _mean_over_seeds([per_query[key][seed] for seed in shared])
+                base_q = _mean_over_seeds([per_query[base_key][seed] for seed in shared])
                 qids = sorted(set(mean_q) & set(base_q))
                 a = np.array([base_q[q] for q in qids])
                 b = np.array([mean_q[q] for q in qids])
                 entry.update(diff=float(b.mean() - a.mean()), p_perm=permutation_test(a, b),
-                             p_ttest=paired_t_test(a, b))
+                             p_ttest=paired_t_test(a, b), paired_seeds=shared)
                 pooled_a.extend(a)
                 pooled_b.extend(b)
             row["languages"][lang] = entry
@@ -400,8 +404,7 @@ def collect(grid: Grid) -> dict:
             closed = [e.get("gap_closed") for e in row["languages"].values() if e.get("gap_closed") is not None]
             if closed:
                 row["all"]["gap_closed"] = float(np.mean(closed))
-            if pooled_a and len(pooled_a) == sum(len(_mean_over_seeds(per_query[(variant, budget, lang)]))
-                                                 for lang in row["languages"]):
+            if pooled_a and all("diff" in e for e in row["languages"].values()):
                 a, b = np.array(pooled_a), np.array(pooled_b)
                 row["all"].update(diff=float(b.mean() - a.mean()), p_perm=permutation_test(a, b))
         rows.append(row)
@@ -435,7 +438,8 @@ def format_table(result: dict) -> str:
     langs = result["languages"]
     head = ["variant", "budget"] + langs + ["mean", "gap closed"]
     lines = [f"{result['metric']}, mean ± std over seeds {result['seeds']}; Δ and p (paired randomisation "
-             f"test over queries, seeds averaged) against `{result['baseline']}`.", "",
+             f"test over queries, each query averaged over the seeds both rows ran; the seeds are named when "
+             f"they are not all of the row's) against `{result['baseline']}`.", "",
              "| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(langs) + 2)]
     references = result["references"]
     for key, label in REFERENCES.items():
@@ -451,9 +455,10 @@ def format_table(result: dict) -> str:
             if e is None:
                 parts.append("")
                 continue
-            text = f"{e['mean']:.3f} ± {e['std']:.3f}"
+            text = f"{e['mean']:.3f} ± {e['std']:.3f}" if len(e["seeds"]) > 1 else f"{e['mean']:.3f} (1 seed)"
             if "diff" in e:
-                text += f" ({e['diff']:+.3f}, p {e['p_perm']:.3f})"
+                text += f" ({e['diff']:+.3f}, p {e['p_perm']:.3f}" + \
+                    (f", seeds {','.join(map(str, e['paired_seeds']))})" if e["paired_seeds"] != e["seeds"] else ")")
             parts.append(text)
         total = row.get("all", {})
         mean_text = f"{total['mean']:.3f}" if total else ""

@@ -210,3 +210,19 @@ def test_grid_cli_bad_file_is_one_line(tmp_path):
     result = runner.invoke(app, ["grid", str(tmp_path / "g.yaml")])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: {tmp_path / 'g.yaml'}: baseline: 'x' is not one of the variants"]
+
+
+def test_rows_are_compared_on_the_seeds_both_ran(tmp_path):
+    """The baseline ran seed 2 only; the variant seeds 1 and 2: Δ uses seed 2 alone."""
+    grid = grid_from_dict(minimal(out=str(tmp_path), seeds=[1, 2]))
+    for cell in cells(grid):
+        if (cell.variant.name, cell.seed) not in (("a", 2), ("b", 1), ("b", 2)):
+            continue
+        value = {("a", 2): 0.5, ("b", 1): 0.9, ("b", 2): 0.6}[(cell.variant.name, cell.seed)]
+        folder = run_dir(grid, cell) / "eval-clir"
+        folder.mkdir(parents=True)
+        (folder / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": {f"q{i}": value for i in range(5)}}}))
+    b = next(r for r in collect(grid)["rows"] if r["variant"] == "b")["languages"]["vi"]
+    assert b["mean"] == pytest.approx(0.75) and b["seeds"] == [1, 2]
+    assert b["diff"] == pytest.approx(0.1) and b["paired_seeds"] == [2]
+    assert "seeds 2)" in (tmp_path / "results.md").read_text()
