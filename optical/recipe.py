@@ -496,17 +496,24 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out if out else {prefix[:-1]: data}
 
 
-def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
-    """The first key (in recipe order) whose value differs between two recipes, ignoring the
-    `free` keys and sections: (key, old value, new value), or None."""
+def recipe_differences(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> list[tuple[str, Any, Any]]:
+    """Every key (in recipe order) whose value differs between two recipes, ignoring the
+    `free` keys and sections: [(key, old value, new value), ...]."""
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     missing = object()
+    changes = []
     for key in dict.fromkeys([*a, *b]):
         if any(key == f or key.startswith(f + ".") for f in free):
             continue
         if a.get(key, missing) != b.get(key, missing):
-            return key, a.get(key), b.get(key)
-    return None
+            changes.append((key, a.get(key), b.get(key)))
+    return changes
+
+
+def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
+    """The first of :func:`recipe_differences`, or None."""
+    changes = recipe_differences(old, new, free)
+    return changes[0] if changes else None
 
 
 def replace(recipe: Recipe, **changes) -> Recipe:
