@@ -64,6 +64,7 @@ class BitextConfig:
     max_pairs: int | None = None
     heldout: int = 200  # pairs kept out of training for progress checks
     on_bad_line: Literal["skip", "error"] = "skip"
+    max_bad_fraction: float = 0.05  # skip: more malformed lines than this share stops the run
 
 
 @dataclass(frozen=True)
@@ -413,6 +414,9 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
                                                f"got {t.max_grad_norm}")
     if recipe.warm_start.pairs is not None and recipe.warm_start.pairs < 1:
         raise ctx.error("warm_start.pairs", f"warm_start.pairs: must be at least 1 or null, got {recipe.warm_start.pairs}")
+    if not 0 <= recipe.bitext.max_bad_fraction <= 1:
+        raise ctx.error("bitext.max_bad_fraction",
+                        f"bitext.max_bad_fraction: must be in [0, 1], got {recipe.bitext.max_bad_fraction}")
     for key, value in (("student.max_length", recipe.student.max_length),
                        ("teacher.max_length", recipe.teacher.max_length)):
         if value < 1:

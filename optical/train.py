@@ -317,7 +317,7 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     # -- data
     b = recipe.bitext
     bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
-                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs)
+                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs, max_bad_fraction=b.max_bad_fraction)
     say(bitext.summary())
     train_pairs, heldout = split_heldout(bitext.pairs, b.heldout, cfg.seed)
     if not train_pairs:
