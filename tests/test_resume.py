@@ -348,3 +348,60 @@ def test_unwritable_out_fails_before_any_model_loads(tiny_teacher_st, tiny_stude
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a file where a folder should be: fails even as root, unlike chmod
     one_error_line(cli(*distill_args(tiny_teacher_st, tiny_student, blocker / "run")), "cannot write", str(blocker))
+
+
+# ----------------------------------------------------------------------------- 7. file modes follow the umask
+
+
+def pooled_student_states_cached(path):
+    """Write the warm start's cache file the way warm_start does (states computed by a stub)."""
+    import optical.warm_start as ws
+
+    real = ws.pooled_student_states
+    ws.pooled_student_states = lambda *args, **kwargs: torch.zeros(2, 3)
+    try:
+        ws._pooled_pairs(None, [("a", "b")], 2, "cpu", False, path)
+    finally:
+        ws.pooled_student_states = real
+
+
+class FileWriter:
+    """A student whose save writes one plain file."""
+
+    def save(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "modules.json").write_text("[]")
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    from optical.checkpoint import atomic_write_text, save_checkpoint
+    from optical.teacher_store import TeacherStore
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    old = os.umask(umask)
+    try:
+        param = torch.nn.Parameter(torch.ones(2))
+        optimizer = torch.optim.AdamW([param])
+        param.grad = torch.ones(2)
+        optimizer.step()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        checkpoint = save_checkpoint(tmp_path / "run", 1, FileWriter(), optimizer, scheduler, {})
+        student = save_student(FileWriter(), tmp_path / "run" / "student")
+        atomic_write_text(tmp_path / "run" / "metrics.json", "{}")
+        store = tmp_path / "cache" / "teacher.safetensors"
+        TeacherStore(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor([0, 1]),
+                     torch.zeros(1, 2)).save(store)
+        warm = tmp_path / "cache" / "warm.safetensors"
+        pooled_student_states_cached(warm)
+    finally:
+        os.umask(old)
+    assert mode(checkpoint) == dir_mode and mode(student) == dir_mode
+    for path in (checkpoint.parent / "latest", checkpoint / "trainer_state.json", checkpoint / "optimizer.safetensors",
+                 tmp_path / "run" / "metrics.json", store, warm):
+        assert mode(path) == file_mode, path
