@@ -165,7 +165,8 @@ def _check_layer(kind: str, spec: str, net, layer: int) -> None:
     """An out-of-range teacher.layer would be an IndexError deep inside the first batch."""
     if layer == -1:
         return
-    config = net[0].auto_model.config if kind == "sentence-transformers" else net.config
+    holder = getattr(net[0], "auto_model", None) if kind == "sentence-transformers" else net
+    config = getattr(holder, "config", None)
     config = getattr(config, "text_config", config)  # CLIP: the text tower's layers
     count = getattr(config, "num_hidden_layers", None)
     if count is None:
