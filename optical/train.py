@@ -319,6 +319,10 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
                          b.hf_name, b.hf_config, b.hf_split, b.max_pairs, max_bad_fraction=b.max_bad_fraction)
     say(bitext.summary())
+    if not progress:  # a warning about the data is shown even with --quiet
+        for note in bitext.notes:
+            if note.startswith("warning"):
+                notice(f"{bitext.source}: {note}")
     train_pairs, heldout = split_heldout(bitext.pairs, b.heldout, cfg.seed)
     if not train_pairs:
         raise OpticalError(f"{bitext.source}: no training pairs left after holding out {len(heldout)}")

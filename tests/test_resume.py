@@ -339,6 +339,17 @@ def test_resume_changed_continues_and_prints_the_changes(tiny_teacher_st, tiny_s
                    "--resume-changed needs --resume")
 
 
+def test_duplicated_bitext_warns_even_when_quiet(tiny_teacher_st, tiny_student, tmp_path):
+    pairs = Path(tiny_models.BITEXT_VI).read_text(encoding="utf-8").splitlines()
+    bitext = tmp_path / "dup.tsv"
+    bitext.write_text("\n".join(pairs[:20] + pairs[:20] * 2) + "\n", encoding="utf-8")
+    args = distill_args(tiny_teacher_st, tiny_student, tmp_path / "run")
+    args[args.index("--bitext") + 1] = bitext
+    result = cli(*args, "--steps", 1)
+    assert result.exit_code == 0, result.output
+    assert "warning: 40 of 60 pairs are duplicates" in result.output
+
+
 def test_unwritable_out_fails_before_any_model_loads(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):
     def no_models(*args, **kwargs):
         raise AssertionError("a model was loaded before the output folder was checked")
