@@ -319,7 +319,8 @@ def _masses(recipe, teacher, student) -> tuple[torch.Tensor | None, torch.Tensor
     b = recipe.bitext
     if not b.path or not Path(b.path).is_file():
         return None, None, f"uniform (the recipe's idf needs its bitext {b.path or b.hf_name}, not found)"
-    bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, "skip", max_pairs=b.max_pairs)
+    bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, "skip", max_pairs=b.max_pairs,
+                         max_bad_fraction=b.max_bad_fraction)
     train_pairs, _ = split_heldout(bitext.pairs, b.heldout, recipe.train.seed)
     english = teacher.tokenizer([p[0] for p in train_pairs], truncation=True, max_length=teacher.max_length,
                                 verbose=False)["input_ids"]

@@ -27,6 +27,35 @@ from safetensors.torch import load_file, save_file
 from optical.errors import writing
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask sets it,
+    briefly, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(path: str | Path) -> None:
+    """Give a file or folder, and everything in a folder, the mode a plain open/mkdir would:
+    0666/0777 less the umask. tempfile.mkstemp/mkdtemp and safetensors' save_file make them
+    private (0600/0700), so others could not read a run they can read everything else of."""
+    mask = current_umask()
+    paths = [Path(path)]
+    if paths[0].is_dir() and not paths[0].is_symlink():
+        paths += sorted(Path(path).rglob("*"))
+    for item in paths:
+        if item.is_symlink():
+            continue
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +63,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
+            umask_mode(tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):  # a full disk: no half-written temporary file left behind
@@ -84,6 +114,7 @@ def save_student(student, target: Path) -> Path:
     old = target.parent / f".{target.name}-old-{os.getpid()}.tmp"
     try:
         student.save(tmp)
+        umask_mode(tmp)
         with writing(target):
             if target.exists():
                 os.replace(target, old)
@@ -148,6 +179,7 @@ def save_checkpoint(run_dir: Path, step: int, student, optimizer, scheduler, ext
                  "rng": rng_state(), **extra}
         with writing(final):
             (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+            umask_mode(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -256,6 +256,11 @@ def distill(
     on_bad_line: Optional[str] = typer.Option(None, help="skip or error on malformed bitext lines."),
     set_: List[str] = typer.Option([], "--set", help="Override any recipe key: --set train.lr=2e-5."),
     resume: bool = typer.Option(False, help="Continue from the run directory's last checkpoint."),
+    resume_changed: bool = typer.Option(False, help="With --resume: continue even though the recipe changed "
+                                                    "(each change is printed)."),
+    overwrite: bool = typer.Option(False, help="Replace the run already in --out: removes its recipe.yaml, "
+                                               "log.jsonl, metrics.json, student/, checkpoints/ and eval*; "
+                                               "other files stay."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Distill a frozen English teacher into a multilingual student on bitext."""
@@ -273,7 +278,7 @@ def distill(
     loaded = load_recipe(recipe, overrides) if recipe else recipe_from_dict({}, overrides, path="<flags>")
     if loaded.bitext.path is None and loaded.bitext.hf_name is None:
         fail("no bitext: give --bitext FILE or a recipe with bitext.path / bitext.hf_name")
-    result = run(loaded, resume=resume, show_progress=not quiet)
+    result = run(loaded, resume=resume, show_progress=not quiet, overwrite=overwrite, resume_changed=resume_changed)
     if result.already_finished:
         typer.echo(f"{result.run_dir}: the run has already finished ({result.steps} steps); nothing to do")
     typer.echo(f"student: {result.student_dir}")

@@ -64,6 +64,7 @@ class BitextConfig:
     max_pairs: int | None = None
     heldout: int = 200  # pairs kept out of training for progress checks
     on_bad_line: Literal["skip", "error"] = "skip"
+    max_bad_fraction: float = 0.05  # skip: more malformed lines than this share stops the run
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class TrainConfig:
     epochs: float = 1.0
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # 0 or null: no clipping
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     checkpoint_every: int = 500
@@ -333,6 +334,13 @@ def _build_loss_terms(value: Any, key: str, ctx: _Context) -> tuple[LossTerm, ..
         problem = check_loss_params(name, params)
         if problem:
             raise ctx.error(item_key, f"{item_key}: {problem}")
+        # a loss-level epsilon overrides ot.epsilon, so it needs the same check
+        if "epsilon" in params:
+            eps_key = f"{item_key}.epsilon"
+            eps = _coerce(params["epsilon"], float, eps_key, ctx)
+            if eps <= 0:
+                raise ctx.error(eps_key, f"{eps_key}: must be > 0, got {eps}")
+            params["epsilon"] = eps
         terms.append(LossTerm(name, weight, params))
     return tuple(terms)
 
@@ -392,6 +400,27 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
         raise ctx.error("ot.rho", f"ot.rho: must be > 0 or null, got {recipe.ot.rho}")
     if t.lr <= 0:
         raise ctx.error("train.lr", f"train.lr: must be > 0, got {t.lr}")
+    if t.head_lr is not None and t.head_lr <= 0:
+        raise ctx.error("train.head_lr", f"train.head_lr: must be > 0 or null, got {t.head_lr}")
+    if t.weight_decay < 0:
+        raise ctx.error("train.weight_decay", f"train.weight_decay: must be >= 0, got {t.weight_decay}")
+    if t.epochs <= 0:
+        raise ctx.error("train.epochs", f"train.epochs: must be > 0, got {t.epochs}")
+    if not 0 <= t.warmup_ratio <= 1:
+        raise ctx.error("train.warmup_ratio", f"train.warmup_ratio: must be in [0, 1], got {t.warmup_ratio}")
+    # a negative clipping norm flips the gradient (silent ascent); 0 means no clipping
+    if t.max_grad_norm is not None and t.max_grad_norm < 0:
+        raise ctx.error("train.max_grad_norm", f"train.max_grad_norm: must be >= 0 (0 = no clipping), "
+                                               f"got {t.max_grad_norm}")
+    if recipe.warm_start.pairs is not None and recipe.warm_start.pairs < 1:
+        raise ctx.error("warm_start.pairs", f"warm_start.pairs: must be at least 1 or null, got {recipe.warm_start.pairs}")
+    if not 0 <= recipe.bitext.max_bad_fraction <= 1:
+        raise ctx.error("bitext.max_bad_fraction",
+                        f"bitext.max_bad_fraction: must be in [0, 1], got {recipe.bitext.max_bad_fraction}")
+    for key, value in (("student.max_length", recipe.student.max_length),
+                       ("teacher.max_length", recipe.teacher.max_length)):
+        if value < 1:
+            raise ctx.error(key, f"{key}: must be at least 1, got {value}")
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -471,17 +500,24 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out if out else {prefix[:-1]: data}
 
 
-def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
-    """The first key (in recipe order) whose value differs between two recipes, ignoring the
-    `free` keys and sections: (key, old value, new value), or None."""
+def recipe_differences(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> list[tuple[str, Any, Any]]:
+    """Every key (in recipe order) whose value differs between two recipes, ignoring the
+    `free` keys and sections: [(key, old value, new value), ...]."""
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     missing = object()
+    changes = []
     for key in dict.fromkeys([*a, *b]):
         if any(key == f or key.startswith(f + ".") for f in free):
             continue
         if a.get(key, missing) != b.get(key, missing):
-            return key, a.get(key), b.get(key)
-    return None
+            changes.append((key, a.get(key), b.get(key)))
+    return changes
+
+
+def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
+    """The first of :func:`recipe_differences`, or None."""
+    changes = recipe_differences(old, new, free)
+    return changes[0] if changes else None
 
 
 def replace(recipe: Recipe, **changes) -> Recipe:

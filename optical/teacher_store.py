@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from optical.checkpoint import umask_mode
 from optical.errors import writing
 from optical.models.teacher import Teacher, TeacherOutput
 
@@ -79,6 +80,7 @@ class TeacherStore:
             with writing(path):
                 save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
                            "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, tmp)
+                umask_mode(tmp)  # mkstemp and save_file make it 0600
                 os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

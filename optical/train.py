@@ -20,6 +20,8 @@ import json
 import math
 import os
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ from optical.models.sources import default_cache_dir, folder_identity, resolve_m
 from optical.models.student import Student
 from optical.models.teacher import Teacher, load_teacher
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
-from optical.recipe import Recipe, first_difference, load_recipe
+from optical.recipe import Recipe, load_recipe, recipe_differences
 from optical.teacher_store import TeacherStore
 from optical.warm_start import warm_start
 
@@ -173,26 +175,63 @@ def _log(path: Path, record: dict) -> None:
 RUN_FILES = ("recipe.yaml", "log.jsonl", "metrics.json", "student", "checkpoints")
 
 
-def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> bool:
+def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool = False,
+                  resume_changed: bool = False, say=print) -> bool:
     """Keep one run per folder. Without `resume` the folder must not hold a run (absent or
-    empty is fine); with it, the run's saved recipe must match `recipe` but for progress-only
-    keys. Returns True when `resume` finds the run already finished."""
+    empty is fine) unless `overwrite`; with it, the run's saved recipe must match `recipe` but
+    for progress-only keys, unless `resume_changed` (then each change is reported through
+    `say`). Returns True when `resume` finds the run already finished."""
     if run_dir.exists() and not run_dir.is_dir():
         raise OpticalError(f"output_dir {run_dir}: is a file, not a folder; choose another --out")
+    if overwrite and resume:
+        raise OpticalError("--overwrite and --resume exclude each other: overwrite starts the run afresh")
+    if resume_changed and not resume:
+        raise OpticalError("--resume-changed needs --resume")
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if not resume:
-        if found:
-            raise OpticalError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume "
-                               f"or choose a new --out")
+        if found and not overwrite:
+            raise OpticalError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume, "
+                               f"replace it with --overwrite, or choose a new --out")
         return False
     saved = run_dir / "recipe.yaml"
     if saved.is_file():
-        difference = first_difference(load_recipe(saved), recipe)
-        if difference:
-            key, old, new = difference
+        changes = recipe_differences(load_recipe(saved), recipe)
+        if changes and not resume_changed:
+            key, old, new = changes[0]
             raise OpticalError(f"--resume: {key} is {new!r} but the run in {run_dir} used {old!r} ({saved}); "
-                               f"resume with the same recipe or choose a new --out")
+                               f"resume with the same recipe, allow it with --resume-changed, or choose a new --out")
+        for key, old, new in changes:
+            say(f"--resume-changed: {key}: {old!r} -> {new!r}")
     return (run_dir / "metrics.json").is_file()  # written last, after the student
+
+
+def clear_run_dir(run_dir: Path) -> list[Path]:
+    """Remove a previous run's own files and folders (RUN_FILES, eval*) for --overwrite;
+    anything else the user keeps there stays. Returns what was removed."""
+    removed = []
+    if not run_dir.is_dir():
+        return removed
+    names = [*RUN_FILES, *sorted(p.name for p in run_dir.glob("eval*"))]
+    with writing(run_dir):
+        for name in dict.fromkeys(names):
+            path = run_dir / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()  # a link is removed, never followed
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                continue
+            removed.append(path)
+    return removed
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail in one line, before any model loads, when the run folder cannot be written."""
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
 
 
 def finished_result(run_dir: Path) -> DistillResult:
@@ -237,8 +276,11 @@ def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
 
 
 def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
-            cache_dir: Path | None = None) -> DistillResult:
-    """Run the recipe; write `<output_dir>/student/`, `recipe.yaml`, `metrics.json`, `log.jsonl`."""
+            cache_dir: Path | None = None, overwrite: bool = False, resume_changed: bool = False) -> DistillResult:
+    """Run the recipe; write `<output_dir>/student/`, `recipe.yaml`, `metrics.json`, `log.jsonl`.
+
+    `overwrite` replaces a run already in the folder (its own files only, see `clear_run_dir`);
+    `resume_changed` lets `resume` continue under a changed recipe, reporting each change."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -256,9 +298,18 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         if progress:
             tqdm.write(text)
 
-    if check_run_dir(run_dir, recipe, resume):
+    def notice(text: str) -> None:  # what --resume-changed and --overwrite did: shown even with --quiet
+        if main:
+            tqdm.write(text)
+
+    if check_run_dir(run_dir, recipe, resume, overwrite, resume_changed, say=notice):
         say(f"{run_dir}: the run has already finished; nothing to do")
         return finished_result(run_dir)
+    if main:
+        check_writable(run_dir)  # a read-only --out fails now, not after minutes of model loading
+        if overwrite:
+            for path in clear_run_dir(run_dir):
+                notice(f"--overwrite: removed {path}")
     if main and run_dir.is_dir():
         with writing(run_dir):
             remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
@@ -266,8 +317,12 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
     # -- data
     b = recipe.bitext
     bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
-                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs)
+                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs, max_bad_fraction=b.max_bad_fraction)
     say(bitext.summary())
+    if not progress:  # a warning about the data is shown even with --quiet
+        for note in bitext.notes:
+            if note.startswith("warning"):
+                notice(f"{bitext.source}: {note}")
     train_pairs, heldout = split_heldout(bitext.pairs, b.heldout, cfg.seed)
     if not train_pairs:
         raise OpticalError(f"{bitext.source}: no training pairs left after holding out {len(heldout)}")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from optical.checkpoint import umask_mode
 from optical.errors import writing
 
 
@@ -90,6 +91,7 @@ def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path:
         with writing(cache_path):
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"other": other.contiguous(), "english": english.contiguous()}, str(tmp))
+            umask_mode(tmp)  # save_file makes it 0600
             os.replace(tmp, cache_path)
     return other, english
 

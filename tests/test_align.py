@@ -209,17 +209,20 @@ def test_cli_diagnostic_prints_and_writes_json(run_dir, tmp_path):
     (["--run", "RUN", "--other", "con mèo"], "--en"),
     (["--run", "RUN", "--bitext", "/nonexistent/pairs.tsv"], "bitext file not found"),
     (["--run", "RUN", "--bitext", "BINARY"], "no usable sentence pairs"),
+    (["--run", "RUN", "--bitext", "UTF16"], "the file is UTF-16"),
     (["--run", "RUN", "--bitext", "BINARY", "--en", "a"], "leave out --en"),
     (["--run", "RUN", "--bitext", "BINARY", "--pairs", "0"], "at least 1"),
     (["--run", "NOSTUDENT", "--en", "a cat", "--other", "con mèo"], "no student/"),
 ])
 def test_cli_bad_input_is_one_line(run_dir, tmp_path, args, message):
     binary = tmp_path / "junk.tsv"
-    binary.write_bytes(b"\xff\xfe\x00\x81 no tab here\n\xc3\x28\t\xa0\xa1\n")
+    binary.write_bytes(b"\x81\xff\xfe\x00 no tab here\n\xc3\x28\t\xa0\xa1\n")  # junk, not a BOM
+    utf16 = tmp_path / "utf16.tsv"
+    utf16.write_bytes("a cat\tcon mèo\n".encode("utf-16"))
     no_student = tmp_path / "pruned"
     no_student.mkdir()
     (no_student / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text())
-    swap = {"RUN": run_dir, "BINARY": binary, "NOSTUDENT": no_student}
+    swap = {"RUN": run_dir, "BINARY": binary, "NOSTUDENT": no_student, "UTF16": utf16}
     result = run_cli(*[swap.get(a, a) for a in args])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()

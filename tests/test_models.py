@@ -82,6 +82,13 @@ def test_bad_model_specs_are_one_line(tmp_path):
         Student.load(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["sentence-transformers", "clip", "hf"])
+def test_teacher_layer_out_of_range_is_one_line(teachers, kind):
+    with pytest.raises(OpticalError, match=r"teacher.layer: 99 is out of range .* has \d+ layers"):
+        load_teacher(kind, str(teachers[kind]), layer=99)
+    load_teacher(kind, str(teachers[kind]), layer=0)  # the embeddings: in range
+
+
 @pytest.mark.parametrize("prefix", ["", "query: "])
 def test_saved_student_encodes_the_same_in_every_role(tmp_path, tiny_student, prefix):
     """`encode`, `encode_query` and `encode_document` (what `optical eval` calls) all apply the

@@ -121,7 +121,7 @@ def test_lone_surrogate_in_jsonl_bitext(tmp_path):
     path.write_text('{"en": "a cat", "vi": "con m\\ud800o"}\n{"en": "a dog", "vi": "con cho"}\n', "utf-8")
     with pytest.raises(OpticalError, match=r"pairs.jsonl:1: a \\u escape is a lone surrogate"):
         read_bitext(path, on_bad_line="error")
-    bitext = read_bitext(path)
+    bitext = read_bitext(path, max_bad_fraction=1.0)
     assert bitext.pairs == [("a dog", "con cho")] and bitext.bad[0][0] == 1
 
 
@@ -157,6 +157,26 @@ def test_read_bitext_works_or_says_why(lines, suffix, mode):
     assert bitext.pairs
     for en, other in bitext.pairs:
         assert en and other and (en + other).encode("utf-8")
+
+
+@PROPERTY
+@given(data=st.one_of(st.binary(max_size=3000),
+                      st.builds(lambda bom, body: bom + body,
+                                st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"]),
+                                st.lists(bitext_line, max_size=12).map(b"\n".join))),
+       suffix=st.sampled_from([".tsv", ".jsonl", ".txt"]), mode=st.sampled_from(["skip", "error"]),
+       fraction=st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+def test_any_bytes_read_or_raise_optical_error(data, suffix, mode, fraction):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"pairs{suffix}"
+        path.write_bytes(data)
+        try:
+            bitext = read_bitext(path, on_bad_line=mode, max_bad_fraction=fraction)
+        except OpticalError as err:
+            one_line(err)
+            return
+    assert bitext.pairs and len(bitext.bad) <= fraction * (len(bitext.bad) + len(bitext.pairs))
+    assert all("\0" not in en + other for en, other in bitext.pairs)
 
 
 # ------------------------------------------------------------------------------ recipes

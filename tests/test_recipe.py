@@ -42,6 +42,17 @@ def test_round_trip_through_yaml(tmp_path):
     ("loss:\n  - name: mse\n    englsh: true\n", "r.yaml:2: loss.0: unknown parameter 'englsh' for loss 'mse'"),
     ("train: [\n", "r.yaml:2: invalid YAML"),
     ("ot:\n  epsilon: 0\n", "r.yaml:2: ot.epsilon: must be > 0"),
+    ("train:\n  head_lr: -1e-4\n", "r.yaml:2: train.head_lr: must be > 0 or null"),
+    ("train:\n  weight_decay: -0.1\n", "r.yaml:2: train.weight_decay: must be >= 0"),
+    ("train:\n  epochs: 0\n", "r.yaml:2: train.epochs: must be > 0"),
+    ("warm_start:\n  pairs: 0\n", "r.yaml:2: warm_start.pairs: must be at least 1 or null"),
+    ("train:\n  warmup_ratio: 1.5\n", "r.yaml:2: train.warmup_ratio: must be in [0, 1]"),
+    ("train:\n  warmup_ratio: -0.1\n", "r.yaml:2: train.warmup_ratio: must be in [0, 1]"),
+    ("loss:\n  - name: token_ot\n    epsilon: 0\n", "r.yaml:3: loss.0.epsilon: must be > 0"),
+    ("loss:\n  - name: token_ot\n    epsilon: -0.5\n", "r.yaml:3: loss.0.epsilon: must be > 0"),
+    ("student:\n  max_length: 0\n", "r.yaml:2: student.max_length: must be at least 1"),
+    ("teacher:\n  max_length: -3\n", "r.yaml:2: teacher.max_length: must be at least 1"),
+    ("train:\n  max_grad_norm: -1\n", "r.yaml:2: train.max_grad_norm: must be >= 0"),
 ])
 def test_bad_recipes_name_file_line_and_key(tmp_path, text, expected):
     with pytest.raises(OpticalError) as err:
@@ -75,3 +86,10 @@ def test_default_recipe_from_flags():
 def test_every_shipped_recipe_loads(path):
     recipe = load_recipe(path)
     assert recipe.lang == path.parent.name
+
+
+def test_no_clipping_and_null_values_stay_allowed(tmp_path):
+    recipe = load_recipe(write(tmp_path, "train:\n  max_grad_norm: 0\n  head_lr: null\n  warmup_ratio: 0\n"
+                                         "warm_start:\n  pairs: null\n"))
+    assert recipe.train.max_grad_norm == 0 and recipe.warm_start.pairs is None
+    assert load_recipe(write(tmp_path, "train:\n  max_grad_norm: null\n")).train.max_grad_norm is None

@@ -282,3 +282,137 @@ def test_resume_continues_a_killed_run_without_duplicate_log_lines(tiny_teacher_
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
     assert sum(1 for r in records if r.get("final")) == 1
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["final_loss"])
+
+
+# ----------------------------------------------------------------------------- 6. --overwrite, --resume-changed
+
+
+def test_overwrite_replaces_only_the_runs_own_files(tiny_teacher_st, tiny_student, tmp_path):
+    out = tmp_path / "run"
+    assert cli(*distill_args(tiny_teacher_st, tiny_student, out)).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "eval-beir").mkdir()
+    (out / "eval-beir" / "old.json").write_text("{}")
+    one_error_line(cli(*distill_args(tiny_teacher_st, tiny_student, out)), str(out), "--overwrite")
+
+    again = cli(*distill_args(tiny_teacher_st, tiny_student, out, "--overwrite"))
+    assert again.exit_code == 0, again.output
+    assert "--overwrite: removed" in again.output
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "eval-beir").exists()
+    assert [r["step"] for r in log_records(out) if "loss" in r] == [1, 2, 3, 4, 5]  # the old log is gone
+    assert sum(1 for r in log_records(out) if r.get("final")) == 1
+    one_error_line(cli(*distill_args(tiny_teacher_st, tiny_student, out, "--overwrite", "--resume")),
+                   "--overwrite and --resume")
+
+
+def test_library_overwrite_and_clear_run_dir(tmp_path):
+    out = tmp_path / "run"
+    for name in ("student", "checkpoints", "eval-x"):
+        (out / name).mkdir(parents=True)
+    for name in ("recipe.yaml", "log.jsonl", "metrics.json", "keep.txt"):
+        (out / name).write_text("x")
+    (tmp_path / "outside").mkdir()
+    (out / "evalink").symlink_to(tmp_path / "outside")  # a link is removed, its target kept
+    removed = train.clear_run_dir(out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and len(removed) == 7
+    assert (tmp_path / "outside").is_dir()
+    recipe = recipe_from_dict({}, [f"output_dir={out}"])
+    (out / "recipe.yaml").write_text(recipe.to_yaml())
+    with pytest.raises(OpticalError, match="already holds a run"):
+        train.check_run_dir(out, recipe, resume=False)
+    assert train.check_run_dir(out, recipe, resume=False, overwrite=True) is False
+
+
+def test_resume_changed_continues_and_prints_the_changes(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        kill_after_checkpoint(patch, 3)
+        with pytest.raises(Killed):
+            cli(*distill_args(tiny_teacher_st, tiny_student, out))
+    changed = distill_args(tiny_teacher_st, tiny_student, out, "--resume", "--set", "train.lr=1e-3")
+    one_error_line(cli(*changed), "--resume: train.lr", "--resume-changed")
+    resumed = cli(*changed, "--resume-changed")
+    assert resumed.exit_code == 0, resumed.output
+    assert "--resume-changed: train.lr: 2e-05 -> 0.001" in resumed.output
+    assert [r["step"] for r in log_records(out) if "loss" in r] == [1, 2, 3, 4, 5]
+    one_error_line(cli(*distill_args(tiny_teacher_st, tiny_student, tmp_path / "new", "--resume-changed")),
+                   "--resume-changed needs --resume")
+
+
+def test_duplicated_bitext_warns_even_when_quiet(tiny_teacher_st, tiny_student, tmp_path):
+    pairs = Path(tiny_models.BITEXT_VI).read_text(encoding="utf-8").splitlines()
+    bitext = tmp_path / "dup.tsv"
+    bitext.write_text("\n".join(pairs[:20] + pairs[:20] * 2) + "\n", encoding="utf-8")
+    args = distill_args(tiny_teacher_st, tiny_student, tmp_path / "run")
+    args[args.index("--bitext") + 1] = bitext
+    result = cli(*args, "--steps", 1)
+    assert result.exit_code == 0, result.output
+    assert "warning: 40 of 60 pairs are duplicates" in result.output
+
+
+def test_unwritable_out_fails_before_any_model_loads(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(train, "load_teacher", no_models)
+    monkeypatch.setattr(train.Student, "from_pretrained", no_models, raising=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where a folder should be: fails even as root, unlike chmod
+    one_error_line(cli(*distill_args(tiny_teacher_st, tiny_student, blocker / "run")), "cannot write", str(blocker))
+
+
+# ----------------------------------------------------------------------------- 7. file modes follow the umask
+
+
+def pooled_student_states_cached(path):
+    """Write the warm start's cache file the way warm_start does (states computed by a stub)."""
+    import optical.warm_start as ws
+
+    real = ws.pooled_student_states
+    ws.pooled_student_states = lambda *args, **kwargs: torch.zeros(2, 3)
+    try:
+        ws._pooled_pairs(None, [("a", "b")], 2, "cpu", False, path)
+    finally:
+        ws.pooled_student_states = real
+
+
+class FileWriter:
+    """A student whose save writes one plain file."""
+
+    def save(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "modules.json").write_text("[]")
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    from optical.checkpoint import atomic_write_text, save_checkpoint
+    from optical.teacher_store import TeacherStore
+
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    old = os.umask(umask)
+    try:
+        param = torch.nn.Parameter(torch.ones(2))
+        optimizer = torch.optim.AdamW([param])
+        param.grad = torch.ones(2)
+        optimizer.step()
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        checkpoint = save_checkpoint(tmp_path / "run", 1, FileWriter(), optimizer, scheduler, {})
+        student = save_student(FileWriter(), tmp_path / "run" / "student")
+        atomic_write_text(tmp_path / "run" / "metrics.json", "{}")
+        store = tmp_path / "cache" / "teacher.safetensors"
+        TeacherStore(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor([0, 1]),
+                     torch.zeros(1, 2)).save(store)
+        warm = tmp_path / "cache" / "warm.safetensors"
+        pooled_student_states_cached(warm)
+    finally:
+        os.umask(old)
+    assert mode(checkpoint) == dir_mode and mode(student) == dir_mode
+    for path in (checkpoint.parent / "latest", checkpoint / "trainer_state.json", checkpoint / "optimizer.safetensors",
+                 tmp_path / "run" / "metrics.json", store, warm):
+        assert mode(path) == file_mode, path

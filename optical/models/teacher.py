@@ -161,6 +161,22 @@ class Teacher(nn.Module):
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
+def _check_layer(kind: str, spec: str, net, layer: int) -> None:
+    """An out-of-range teacher.layer would be an IndexError deep inside the first batch."""
+    if layer == -1:
+        return
+    holder = getattr(net[0], "auto_model", None) if kind == "sentence-transformers" else net
+    config = getattr(holder, "config", None)
+    config = getattr(config, "text_config", config)  # CLIP: the text tower's layers
+    count = getattr(config, "num_hidden_layers", None)
+    if count is None:
+        return
+    # hidden_states holds the embeddings plus one entry per layer
+    if not -(count + 1) <= layer <= count:
+        raise OpticalError(f"teacher.layer: {layer} is out of range for {spec!r}, which has {count} layers "
+                           f"(use 0..{count} or -1..-{count + 1})")
+
+
 def load_teacher(kind: str, model: str | None = None, max_length: int = 128, layer: int = -1,
                  device: str | torch.device | None = None) -> Teacher:
     """Load a frozen teacher by kind and hub id / path / packaged:NAME (None: the kind's default)."""
@@ -185,6 +201,7 @@ def load_teacher(kind: str, model: str | None = None, max_length: int = 128, lay
         raise OpticalError(f"cannot load {kind} teacher {spec!r}: {str(err).splitlines()[0]}") from None
     if kind == "clip":
         max_length = min(max_length, net.config.text_config.max_position_embeddings)
+    _check_layer(kind, spec, net, layer)
     teacher = Teacher(kind, spec, net, tokenizer, max_length, layer, st_model)
     if device is not None:
         teacher.to(device)
