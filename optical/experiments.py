@@ -262,10 +262,19 @@ def cell_recipe(grid: Grid, cell: Cell):
 
 
 def _trained(folder: Path, recipe) -> bool:
-    """A run from exactly this recipe finished here (its student may since have been pruned)."""
+    """A run from exactly this recipe finished here (its student may since have been pruned).
+    The stored recipe is read through today's schema, so a key added to optical later (at its
+    default) does not make every finished cell look stale."""
+    from optical.recipe import recipe_from_dict
+
     saved = folder / "recipe.yaml"
-    return ((folder / "metrics.json").is_file() and saved.is_file()
-            and saved.read_text(encoding="utf-8") == recipe.to_yaml())
+    if not ((folder / "metrics.json").is_file() and saved.is_file()):
+        return False
+    try:
+        stored = recipe_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, path=str(saved))
+    except (OpticalError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return stored == recipe
 
 
 def run_cells(grid: Grid, group: list[Cell], show_progress: bool = False) -> None:
