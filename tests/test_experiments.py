@@ -123,32 +123,11 @@ def test_collect_pairs_against_the_baseline(tmp_path):
 def test_grid_end_to_end_on_tiny_models(tmp_path, tiny_teacher_st, tiny_student, monkeypatch):
     """Two variants × two seeds × one language through `optical grid`; a second call trains nothing."""
     monkeypatch.chdir(tmp_path)
-    data = tmp_path / "data" / "vi"
-    (data / "clir" / "qrels").mkdir(parents=True)
-    shutil.copy(tiny_models.BITEXT_VI, data / "train.tsv")
-    pairs = [line.split("\t") for line in tiny_models.BITEXT_VI.read_text(encoding="utf-8").splitlines()][:10]
-    with (data / "clir" / "corpus.jsonl").open("w", encoding="utf-8") as f, \
-            (data / "clir" / "corpus_en.jsonl").open("w", encoding="utf-8") as g, \
-            (data / "clir" / "queries.jsonl").open("w", encoding="utf-8") as h:
-        for i, (en, vi) in enumerate(pairs):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": vi}, ensure_ascii=False) + "\n")
-            g.write(json.dumps({"_id": f"d{i}", "title": "", "text": en}) + "\n")
-            h.write(json.dumps({"_id": f"q{i}", "text": en}) + "\n")
-    (data / "clir" / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(pairs))))
-    recipe = {"teacher": {"model": str(tiny_teacher_st), "max_length": 32},
-              "student": {"model": str(tiny_student), "max_length": 32},
-              "bitext": {"heldout": 4}, "loss": "mse:1",
-              "warm_start": {"pairs": 16},
-              "train": {"batch_size": 4, "lr": 1e-3, "eval_every": 0, "checkpoint_every": 0}}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(recipe))
-    grid = {"name": "toy", "recipe": "base.yaml", "languages": ["vi"], "seeds": [1, 2], "budgets": [3],
-            "baseline": "mse", "out": "runs/toy",
-            "variants": {"warm-start-only": {"set": {"train.steps": 0}}, "mse": {},
-                         "token-ot": {"set": {"loss": "token_ot:1"}}}}
-    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    _toy_grid(tmp_path, tiny_teacher_st, tiny_student, seeds=[1, 2], baseline="mse",
+              variants={"warm-start-only": {"set": {"train.steps": 0}}, "mse": {},
+                        "token-ot": {"set": {"loss": "token_ot:1"}}})
     result = runner.invoke(app, ["grid", "grid.yaml"])
-    assert result.exit_code == 0, (result.output, result.exception and __import__("traceback").format_exception(result.exception))
+    assert result.exit_code == 0, result.output
     table = (tmp_path / "runs/toy/results.md").read_text()
     for name in ("warm-start-only", "mse", "token-ot", "upper bound", "lower bound", "zero-shot student"):
         assert f"| {name}" in table
