@@ -335,9 +335,10 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
         say(f"no checkpoint in {run_dir}; starting from scratch")
     if checkpoint is not None:
         student = Student.load(checkpoint / "student")
-        if first_non_finite(student) is not None:
+        bad = first_non_finite(student)
+        if bad is not None:
             raise OpticalError(f"{checkpoint}: the checkpoint holds non-finite weights "
-                               f"({first_non_finite(student)}); remove it or choose a new --out")
+                               f"({bad}); remove it or choose a new --out")
         say(f"resuming from {checkpoint}")
     else:
         student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
