@@ -1,6 +1,6 @@
 """Evaluation benchmark: corpus encoding throughput, then search + metrics on a 100k corpus.
 
-1. Encoding: optical's evaluation path (`optical.encoders.encode_texts` over a
+1. Encoding: optical's evaluation path (`optical.eval.encoders.encode_texts` over a
    `SentenceTransformerEncoder`, document role) against sentence-transformers' own
    `SentenceTransformer.encode` (same loaded model, same "passage: " prompt, batch size,
    texts, normalised output). Texts: the Vietnamese side of data/vi/train.tsv
@@ -13,7 +13,7 @@
    the encoded subset (real Vietnamese documents, each the translation of one English
    query) plus random unit vectors as distractors up to 100k. Queries (English sides of the
    same pairs) are really encoded. Search and metrics use the library's public functions:
-   `optical.index.build_index` / `search` (flat, exact) and `optical.metrics.compute`
+   `optical.eval.index.build_index` / `search` (flat, exact) and `optical.eval.metrics.compute`
    (ir-measures: nDCG@10, AP@100, RR@10, R@10, R@100). Target: index + search + metrics
    at most 10% of the encoding time.
 
@@ -67,7 +67,7 @@ def load_texts(n: int) -> tuple[list[str], list[str], str]:
 
 
 def encoding(device, texts: list[str], batch_size: int, repeats: int, progress=print) -> dict:
-    from optical.encoders import SentenceTransformerEncoder, encode_texts
+    from optical.eval.encoders import SentenceTransformerEncoder, encode_texts
 
     encoder = SentenceTransformerEncoder(MODEL, role="document")
     encoder.model.to(device)
@@ -103,9 +103,9 @@ def encoding(device, texts: list[str], batch_size: int, repeats: int, progress=p
 
 def end_to_end(doc_vectors: np.ndarray, query_encoder, english: list[str], corpus_size: int, n_queries: int,
                docs_per_second: float, batch_size: int, device, progress=print) -> dict:
-    from optical.encoders import encode_texts
-    from optical.index import build_index, search
-    from optical.metrics import compute, parse_metrics, search_depth
+    from optical.eval.encoders import encode_texts
+    from optical.eval.index import build_index, search
+    from optical.eval.metrics import compute, parse_metrics, search_depth
 
     n_real, dim = doc_vectors.shape
     rng = np.random.default_rng(0)
@@ -204,8 +204,8 @@ def main(argv=None) -> dict:
                "settings": {"device": str(device), "n_texts": n_texts, "texts_source": source,
                             "batch_size": args.batch_size, "repeats": repeats, "model": MODEL,
                             "max_seq_length": query_encoder.model.max_seq_length, "quick": args.quick,
-                            "evaluation_functions": "optical.encoders.encode_texts, optical.index.build_index/search, "
-                                                    "optical.metrics.compute"},
+                            "evaluation_functions": "optical.eval.encoders.encode_texts, optical.eval.index.build_index/search, "
+                                                    "optical.eval.metrics.compute"},
                "machine": machine, "encoding": enc, "end_to_end": e2e}
     payload["verdict"] = {
         "optical_over_st_time": round(enc["optical_over_st_time"], 3),

@@ -2,10 +2,10 @@
 
 Corpus: random unit vectors, dim 384, around 1000 random centres (the index does not care
 what produced them, only how they cluster), at
-10k, 100k and 1M documents. For each size: an IVF index through `optical.index.build_index`
+10k, 100k and 1M documents. For each size: an IVF index through `optical.eval.index.build_index`
 (`ivf:nlist=N,nprobe=32`, N = min(1024, size/39) so that faiss has ≥ 39 training points
 per list) and the exact flat index for reference; build time (IVF: train + add), search
-time for 1000 queries at k = 100 (`optical.index.search`), resident memory added by the
+time for 1000 queries at k = 100 (`optical.eval.index.search`), resident memory added by the
 index, and IVF's recall@10 against the exact top 10. Queries are noisy copies of corpus
 vectors, so that neighbourhoods exist as they do for real embeddings.
 
@@ -65,7 +65,7 @@ def unit_vectors(n: int, rng: np.random.Generator, dim: int = DIM, clusters: int
 def corpus_row(n: int, device, progress=print) -> dict:
     import torch
 
-    from optical.index import build_index, search
+    from optical.eval.index import build_index, search
 
     rng = np.random.default_rng(n)
     vectors = unit_vectors(n, rng)
@@ -158,7 +158,7 @@ def plot(payload: dict, path: Path) -> None:
                    label=f"{kind}: search, {N_QUERIES} queries, k={K}")
         memory.plot(n, [r[kind]["index_mib"] for r in rows], "o-", color=colour, label=f"{kind} index size")
     speed.set(xscale="log", yscale="log", xlabel="documents (dim 384)", ylabel="seconds",
-              title="faiss through optical.index (1 thread)")
+              title="faiss through optical.eval.index (1 thread)")
     bitext = payload["bitext"]
     pairs = [r["pairs"] for r in bitext]
     memory.plot(pairs, [r["added_mib"] for r in bitext], "^-", color="C2", label="read_bitext peak RSS added")

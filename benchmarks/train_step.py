@@ -5,7 +5,7 @@ student `packaged:multilingual-e5-small` (prefix "query: ", max length 64), batc
 English–Vietnamese pairs (data/vi/train.tsv, LibreOffice help; tests/fixtures/bitext_vi.tsv
 repeated when that file is absent), AdamW (lr 2e-5, head 1e-4, weight decay 0.01),
 gradient clipping at 1.0, ot defaults (ε 0.05, tol 1e-4, max_iter 100, envelope gradient).
-The step is the one `optical.train.distill` runs, built from the same pieces (load_teacher,
+The step is the one `optical.training.loop.distill` runs, built from the same pieces (load_teacher,
 Student, TeacherStore, ot_mask, DistillBatch, build_objective) but without accelerate's
 wrapper (an identity on one CPU process), and timed phase by phase:
 
@@ -73,7 +73,7 @@ TRAIN_EMBEDDINGS = False
 
 
 class Bench:
-    """Teacher, student, optimizer and objectives, set up as optical.train.distill does."""
+    """Teacher, student, optimizer and objectives, set up as optical.training.loop.distill does."""
 
     def __init__(self, device, max_length: int):
         from optical.losses import build_objective
@@ -101,14 +101,14 @@ class Bench:
         self.store = None
 
     def warm_cache(self, english: list[str]) -> None:
-        from optical.teacher_store import TeacherStore
+        from optical.training.teacher_store import TeacherStore
 
         self.store = TeacherStore.build(self.teacher, english, show_progress=False)
 
     def step(self, pairs, indices, objective: str, warm: bool) -> dict[str, float]:
         """One optimizer step on pairs[indices]; seconds per phase (and loss parts)."""
         from optical.losses import DistillBatch
-        from optical.train import ot_mask
+        from optical.training.loop import ot_mask
 
         dev, times = self.device, {}
         english = [pairs[i][0] for i in indices]
@@ -162,7 +162,7 @@ def isolated_loss_seconds(bench: "Bench", pairs, indices, repeats: int = 20) -> 
     objective, on one fixed batch: what the OT term itself costs, without the noise of
     the encoder's backward. Medians of `repeats`."""
     from optical.losses import DistillBatch
-    from optical.train import ot_mask
+    from optical.training.loop import ot_mask
 
     dev = bench.device
     english = [pairs[i][0] for i in indices]

@@ -1,4 +1,4 @@
-"""Image-caption sets → optical's captions JSONL (the input of `optical.captions`).
+"""Image-caption sets → optical's captions JSONL (the input of `optical.eval.captions`).
 
 Output, one image a line, image paths relative to the output file's folder:
 ``{"image": "images/0001.jpg", "captions": {"vi": ["...", ...], "en": ["...", ...]}}``

@@ -8,7 +8,7 @@ Public API (imported lazily, so `optical --help` does not load torch):
     report = evaluate("beir", path="data/vi/clir", student=result.run_dir,
                       query_encoder="teacher", doc_encoder="student")
 
-The functions live in `optical.recipe`, `optical.train` and `optical.evaluation`.
+The functions live in `optical.recipe`, `optical.training.loop` and `optical.eval.retrieval`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_recipe": "optical.recipe",
     "Recipe": "optical.recipe",
-    "distill": "optical.train",
-    "evaluate": "optical.evaluation",
+    "distill": "optical.training.loop",
+    "evaluate": "optical.eval.retrieval",
     "Student": "optical.models.student",
     "Teacher": "optical.models.teacher",
     "load_teacher": "optical.models.teacher",

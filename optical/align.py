@@ -13,7 +13,7 @@ heatmaps as PNG, the same matrices as an HTML table) or scored:
 | diagonal offset | is the plan positional? mass-weighted \\|i/n − j/m\\| | uniform plan: ≈ 1/3 |
 
 The scoring functions are pure (tensors in, numbers out); the model side reuses the
-training code (`optical.train.ot_mask`, `optical.ot`).
+training code (`optical.training.loop.ot_mask`, `optical.ot`).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ class Aligner:
     @torch.no_grad()
     def plans(self, pairs: list[tuple[str, str]]) -> list[PairPlan]:
         from optical.ot import cost_matrix, idf_masses, sinkhorn, uniform_masses
-        from optical.train import ot_mask
+        from optical.training.loop import ot_mask
 
         for en, other in pairs:
             if not en.strip() or not other.strip():

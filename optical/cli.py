@@ -146,7 +146,7 @@ def eval_command(
 ) -> None:
     """Evaluate retrieval (or compare two evaluations query by query)."""
     if compare:
-        from optical.compare import compare_runs, format_comparison
+        from optical.eval.compare import compare_runs, format_comparison
 
         run_a, run_b = compare
         # runs/x/eval-clir vs runs/y/eval-clir: name them x/eval-clir and y/eval-clir
@@ -159,7 +159,7 @@ def eval_command(
             fail("--passages and --doc-max-length apply to retrieval tasks, not --task captions")
         captions_eval(path, student, teacher, lang, out, batch_size)
         return
-    from optical.evaluation import evaluate, format_report
+    from optical.eval.retrieval import evaluate, format_report
 
     report = evaluate(task, path=path, lang=lang, split=split, student=student, teacher=teacher,
                       query_encoder=query_encoder, doc_encoder=doc_encoder,
@@ -173,8 +173,8 @@ def eval_command(
 def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
                   out: Optional[Path], batch_size: int) -> None:
     """`optical eval --task captions`: CLIP image tower vs the student's captions."""
-    from optical.captions import evaluate_captions, format_captions_report
-    from optical.encoders import resolve_run
+    from optical.eval.captions import evaluate_captions, format_captions_report
+    from optical.eval.encoders import resolve_run
 
     if path is None:
         fail("--task captions needs --path CAPTIONS.jsonl")
@@ -265,7 +265,7 @@ def distill(
 ) -> None:
     """Distill a frozen English teacher into a multilingual student on bitext."""
     from optical.recipe import load_recipe, recipe_from_dict
-    from optical.train import distill as run
+    from optical.training.loop import distill as run
 
     flags = {"teacher.kind": teacher, "teacher.model": teacher_model, "lang": lang, "bitext.path": bitext,
              "student.model": student, "output_dir": out, "loss": loss, "train.steps": steps,

@@ -28,7 +28,7 @@ it closes.
 The table (``<out>/results.md`` and ``results.json``) gives, per row and language, the mean
 over seeds, the spread across seeds (standard deviation of the per-seed means), the
 difference to the baseline and the p-value of a paired randomisation test over queries
-(per-query values averaged over seeds first; :func:`optical.compare.permutation_test`).
+(per-query values averaged over seeds first; :func:`optical.eval.compare.permutation_test`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from optical.compare import paired_t_test, permutation_test
+from optical.eval.compare import paired_t_test, permutation_test
 from optical.errors import OpticalError, where
 
 GRID_KEYS = ("name", "recipe", "data", "languages", "seeds", "budgets", "baseline", "metric", "variants", "out",
@@ -280,8 +280,8 @@ def _trained(folder: Path, recipe) -> bool:
 def run_cells(grid: Grid, group: list[Cell], show_progress: bool = False) -> None:
     """Cells that share one run folder (a variant and its `eval_of` twins): train once unless
     finished, write each missing evaluation, then prune the weights if the grid says so."""
-    from optical.evaluation import evaluate
-    from optical.train import distill
+    from optical.eval.retrieval import evaluate
+    from optical.training.loop import distill
 
     folder = run_dir(grid, group[0])
     recipe = cell_recipe(grid, group[0])
@@ -307,7 +307,7 @@ def run_bounds(grid: Grid, lang: str) -> Path:
     """References, once per language: the teacher on both sides (its run on the English pages
     is the upper bound, on the target-language pages the lower bound) and the untrained
     student model on both sides, as it ships (zero-shot)."""
-    from optical.evaluation import evaluate
+    from optical.eval.retrieval import evaluate
 
     target = Path(grid.out) / lang / "bounds"
     first = cell_recipe(grid, next(c for c in cells(grid) if c.lang == lang))
@@ -422,7 +422,7 @@ def collect(grid: Grid) -> dict:
               "rows": rows}
     out = Path(grid.out)
     out.mkdir(parents=True, exist_ok=True)
-    from optical.checkpoint import atomic_write_text
+    from optical.training.checkpoint import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "results.md", format_table(result) + "\n")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from optical.captions import caption_recall, evaluate_captions, format_captions_report, load_captions
+from optical.eval.captions import caption_recall, evaluate_captions, format_captions_report, load_captions
 from optical.errors import OpticalError
 from tiny_models import BITEXT_VI
 
@@ -129,7 +129,7 @@ def test_clip_distilled_student_lives_in_the_image_space(tmp_path, tiny_clip, ti
     from transformers import CLIPConfig
 
     from optical.recipe import recipe_from_dict
-    from optical.train import distill
+    from optical.training.loop import distill
 
     recipe = recipe_from_dict({"lang": "vi", "teacher": {"kind": "clip", "model": str(tiny_clip)},
                                "student": {"model": str(tiny_student)}, "bitext": {"path": str(bitext_tsv)},

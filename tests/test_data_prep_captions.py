@@ -5,7 +5,7 @@ import json
 import pytest
 
 from data_prep.captions import coco_to_jsonl, crossmodal3600_to_jsonl, main
-from optical.captions import load_captions
+from optical.eval.captions import load_captions
 from optical.errors import OpticalError
 
 

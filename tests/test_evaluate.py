@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from optical.cli import app
-from optical.compare import compare_runs, permutation_test
+from optical.eval.compare import compare_runs, permutation_test
 from optical.errors import OpticalError
-from optical.metrics import compute, parse_metrics, read_trec_run, search_depth, write_trec_run
-from optical.perturb import parse_perturbation, strip_diacritics, typos
+from optical.eval.metrics import compute, parse_metrics, read_trec_run, search_depth, write_trec_run
+from optical.eval.perturb import parse_perturbation, strip_diacritics, typos
 
 runner = CliRunner()
 
@@ -237,7 +237,7 @@ class CountingEncoder:
 
 
 def test_encoding_keeps_order_and_caches(tmp_path):
-    from optical.encoders import encode_cached, encode_texts, folder_identity
+    from optical.eval.encoders import encode_cached, encode_texts, folder_identity
 
     texts = ["a", "aaaa bbb", "ab", "", "bbbbbbbbbbbb"]
     vectors = encode_texts(CountingEncoder(), texts, batch_size=2)
@@ -264,7 +264,7 @@ def test_encoding_keeps_order_and_caches(tmp_path):
 
 
 def test_run_dir_without_teacher_section(tmp_path, tiny_teacher_st):
-    from optical.encoders import resolve_run
+    from optical.eval.encoders import resolve_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_teacher_st, run / "student")
@@ -290,7 +290,7 @@ def test_clip_teacher_through_load_teacher(tmp_path, beir_folder, tiny_clip, tin
 
 def test_student_may_be_a_packaged_model_or_hub_id(monkeypatch, tmp_path):
     """`--student packaged:NAME` / a hub id resolve as model specs, not as run folders."""
-    import optical.encoders as enc
+    import optical.eval.encoders as enc
 
     monkeypatch.setattr(enc, "resolve_model", lambda spec: str(tmp_path / "resolved"))
     assert enc.resolve_run("packaged:all-minilm-l6-v2").student == str(tmp_path / "resolved")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from optical.errors import OpticalError
-from optical.index import IndexSpec, build_index, load_index, parse_index_spec, save_index, search
+from optical.eval.index import IndexSpec, build_index, load_index, parse_index_spec, save_index, search
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_saved_student_encodes_the_same_in_every_role(tmp_path, tiny_student, pr
     np.testing.assert_allclose(model.encode_query(SENTENCES), plain, atol=1e-6)
     by_hand = model.encode([prefix + s for s in SENTENCES], prompt="")
     np.testing.assert_allclose(plain, by_hand, atol=1e-6)
-    from optical.encoders import SentenceTransformerEncoder
+    from optical.eval.encoders import SentenceTransformerEncoder
 
     evaluated = SentenceTransformerEncoder(str(tmp_path / "s"), role="document").encode(SENTENCES)
     np.testing.assert_allclose(evaluated, student.encode(SENTENCES), atol=1e-5)

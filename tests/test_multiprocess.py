@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from optical.models.student import Student
-from optical.train import write_rank_hash
+from optical.training.loop import write_rank_hash
 
 REPO = Path(__file__).parents[1]
 

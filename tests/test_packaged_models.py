@@ -180,8 +180,7 @@ def test_incomplete_folder_is_rebuilt_atomically(tmp_path):
     out.mkdir(parents=True)
     (out / "half_written").write_text("x")  # no marker: an interrupted copy from elsewhere
 
-    def build(tmp: Path) -> None:
-        tmp.mkdir()
+    def build(tmp: Path) -> None:  # fills the empty temporary folder it is given
         (tmp / "weights").write_text("w")
 
     assert packaged._build_atomically(out, build) == out
@@ -189,7 +188,6 @@ def test_incomplete_folder_is_rebuilt_atomically(tmp_path):
     assert packaged._is_complete(out)
 
     def fails(tmp: Path) -> None:
-        tmp.mkdir()
         raise RuntimeError("disk full")
 
     other = tmp_path / "packaged" / "other"

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from optical.cli import app
-from optical.compare import compare_runs, load_per_query
+from optical.eval.compare import compare_runs, load_per_query
 from optical.data.bitext import read_bitext
 from optical.data.tasks import load_beir, load_bitext
 from optical.errors import OpticalError, writing
-from optical.index import parse_index_spec
+from optical.eval.index import parse_index_spec
 from optical.recipe import Recipe, load_recipe, recipe_from_dict
 
 runner = CliRunner()
@@ -374,7 +374,7 @@ def test_full_disk_during_distill_is_one_line(tmp_path, monkeypatch, tiny_teache
 
 def test_read_only_cache_in_eval_is_one_line(tmp_path, monkeypatch):
     """An OSError the library does not wrap still leaves the CLI as one line naming the path."""
-    import optical.evaluation as evaluation
+    import optical.eval.retrieval as evaluation
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "cache" / "embeddings"))

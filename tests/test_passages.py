@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from optical.cli import app
 from optical.errors import OpticalError
-from optical.evaluation import retrieve
-from optical.passages import (AGGREGATIONS, MAX_TOKENS, PassageSpec, parse_passages, split_corpus,
+from optical.eval.retrieval import retrieve
+from optical.eval.passages import (AGGREGATIONS, MAX_TOKENS, PassageSpec, parse_passages, split_corpus,
                               split_text, split_texts, tokenizer_of, with_max_length)
 from test_evaluate import PAIRS, beir_folder, run_dir  # noqa: F401  (fixtures: toy BEIR folder, tiny run)
 
@@ -104,7 +104,7 @@ def test_windows_cover_every_word_once_started(n, window, stride):
 
 
 def test_split_with_the_model_tokenizer(tiny_teacher_st):
-    from optical.encoders import SentenceTransformerEncoder
+    from optical.eval.encoders import SentenceTransformerEncoder
 
     encoder = SentenceTransformerEncoder(str(tiny_teacher_st))
     tokenizer = tokenizer_of(encoder)
@@ -172,7 +172,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _brute_force(queries, corpus, encoder, window, stride, agg, k):
-    """Independent of optical.passages: whitespace windows built by hand, every score computed."""
+    """Independent of optical.eval.passages: whitespace windows built by hand, every score computed."""
     query_vectors = _normalise(encoder.encode(list(queries.values())))
     doc_scores = []
     for text in corpus.values():
@@ -212,11 +212,11 @@ def test_aggregation_equals_brute_force(tmp_path, agg, window, stride, k):
 
 
 def test_maxp_searches_deeper_until_k_documents(tmp_path, monkeypatch):
-    import optical.index
+    import optical.eval.index
 
     depths = []
-    real = optical.index.search
-    monkeypatch.setattr(optical.index, "search", lambda index, q, k: depths.append(k) or real(index, q, k))
+    real = optical.eval.index.search
+    monkeypatch.setattr(optical.eval.index, "search", lambda index, q, k: depths.append(k) or real(index, q, k))
     queries, corpus = _corpus()
     run = retrieve({"qa": "apple banana"}, corpus, BagOfWordsEncoder(), BagOfWordsEncoder(), 5,
                    passages="3:2:max")
@@ -257,7 +257,7 @@ def test_passage_embeddings_cached_per_split(tmp_path):
 # ------------------------------------------------------------ the document encoder's length
 
 def test_doc_max_length_and_window_fit(tiny_teacher_st):
-    from optical.encoders import SentenceTransformerEncoder
+    from optical.eval.encoders import SentenceTransformerEncoder
 
     encoder = SentenceTransformerEncoder(str(tiny_teacher_st))
     longer = with_max_length(encoder, 100)
@@ -282,7 +282,7 @@ def test_doc_max_length_and_window_fit(tiny_teacher_st):
 
 def test_first_window_is_truncation(tiny_teacher_st):
     """FirstP at WINDOW tokens = plain encoding truncated at WINDOW + [CLS] + [SEP]."""
-    from optical.encoders import SentenceTransformerEncoder
+    from optical.eval.encoders import SentenceTransformerEncoder
 
     encoder = SentenceTransformerEncoder(str(tiny_teacher_st))
     corpus = {f"d{i}": " ".join(vi for _, vi in PAIRS[i:i + 3]) for i in range(0, 30, 3)}

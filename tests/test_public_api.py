@@ -44,16 +44,16 @@ def test_package_exports_are_the_functions_in_either_import_order():
         assert "torch" not in sys.modules, "import optical must stay light"
         from optical import load_recipe, distill, evaluate
         assert all(inspect.isfunction(f) for f in (load_recipe, distill, evaluate))
-        from optical.evaluation import evaluate as direct, retrieve
+        from optical.eval.retrieval import evaluate as direct, retrieve
         assert direct is evaluate and optical.evaluate is evaluate
         print("ok")
     """)
     assert out.strip() == "ok"
     out = run_python("""
         import inspect
-        from optical.evaluation import retrieve
+        from optical.eval.retrieval import retrieve
         from optical import evaluate
-        assert inspect.isfunction(evaluate) and evaluate.__module__ == "optical.evaluation"
+        assert inspect.isfunction(evaluate) and evaluate.__module__ == "optical.eval.retrieval"
         print("ok")
     """)
     assert out.strip() == "ok"

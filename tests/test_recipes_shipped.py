@@ -49,7 +49,7 @@ def tiny_teachers(tiny_teacher_st, tiny_clip):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_recipe_trains_two_steps_on_tiny_models(path, tiny_teachers, tiny_student, tmp_path):
-    from optical.train import distill
+    from optical.training.loop import distill
 
     kind = load_recipe(path).teacher.kind
     recipe = load_recipe(path, [f"teacher.model={tiny_teachers[kind]}", f"student.model={tiny_student}",

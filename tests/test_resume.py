@@ -9,14 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import optical.train as train
+import optical.training.loop as train
 import tiny_models
-from optical.checkpoint import first_non_finite, remove_leftovers, save_student
+from optical.training.checkpoint import first_non_finite, remove_leftovers, save_student
 from optical.cli import app
 from optical.errors import OpticalError
 from optical.models.student import Student
 from optical.recipe import recipe_from_dict
-from optical.train import distill
+from optical.training.loop import distill
 
 runner = CliRunner()
 
@@ -182,8 +182,8 @@ def test_student_save_is_atomic(tmp_path):
 
 def test_leftovers_of_killed_writes_are_removed_on_start(tmp_path):
     run = tmp_path / "run"
-    (run / "checkpoints" / ".step-000004-abc" / "student").mkdir(parents=True)
-    (run / ".student-xyz.tmp").mkdir()
+    (run / "checkpoints" / ".step-000004.abc.tmp" / "student").mkdir(parents=True)
+    (run / ".student.xyz.tmp").mkdir()
     (run / "checkpoints" / ".latest.k2j.tmp").write_text("step-000004")
     (run / ".metrics.json.a1.tmp").write_text("{")
     (run / "checkpoints" / "latest").write_text("step-000002\n")
@@ -366,7 +366,7 @@ def test_unwritable_out_fails_before_any_model_loads(tiny_teacher_st, tiny_stude
 
 def pooled_student_states_cached(path):
     """Write the warm start's cache file the way warm_start does (states computed by a stub)."""
-    import optical.warm_start as ws
+    import optical.training.warm_start as ws
 
     real = ws.pooled_student_states
     ws.pooled_student_states = lambda *args, **kwargs: torch.zeros(2, 3)
@@ -389,8 +389,8 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, 
     import os
     import stat
 
-    from optical.checkpoint import atomic_write_text, save_checkpoint
-    from optical.teacher_store import TeacherStore
+    from optical.training.checkpoint import atomic_write_text, save_checkpoint
+    from optical.training.teacher_store import TeacherStore
 
     def mode(path):
         return stat.S_IMODE(os.stat(path).st_mode)

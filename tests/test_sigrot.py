@@ -104,7 +104,7 @@ def test_image_target_used_when_present():
 
 def test_one_training_step_with_sigrot_and_infonce_moves_the_student(tiny_clip, tiny_student, bitext_tsv, tmp_path):
     from optical.models.student import Student
-    from optical.train import distill
+    from optical.training.loop import distill
 
     recipe = recipe_from_dict({"teacher": {"kind": "clip", "model": str(tiny_clip)},
                                "student": {"model": str(tiny_student)},

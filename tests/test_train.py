@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from optical.cli import app
 from optical.errors import OpticalError
 from optical.recipe import recipe_from_dict
-from optical.train import distill
+from optical.training.loop import distill
 
 runner = CliRunner()
 FAST = ["--set", "train.batch_size=8", "--set", "train.lr=5e-4", "--set", "bitext.heldout=8",
@@ -100,7 +100,7 @@ class Killed(BaseException):
 
 
 def test_checkpoint_and_resume_continue_the_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path, monkeypatch):
-    import optical.train as train
+    import optical.training.loop as train
 
     out = tmp_path / "resume"
     common = ["distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,

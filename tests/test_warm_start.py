@@ -5,7 +5,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from optical.models.student import Student
-from optical.warm_start import fit_procrustes, fit_ridge, pooled_student_states, warm_start
+from optical.training.warm_start import fit_procrustes, fit_ridge, pooled_student_states, warm_start
 
 
 def test_ridge_recovers_a_known_map():
@@ -43,7 +43,7 @@ def test_warm_start_fits_student_head_and_saved_student_reproduces_it(tmp_path, 
 
 
 def test_pooled_states_are_cached_between_runs(tmp_path, tiny_student, bitext_tsv, monkeypatch):
-    import optical.warm_start as ws
+    import optical.training.warm_start as ws
 
     pairs = [tuple(line.split("\t")) for line in bitext_tsv.read_text("utf-8").splitlines()]
     target = torch.randn(len(pairs), 8, generator=torch.Generator().manual_seed(3))
@@ -79,7 +79,7 @@ def test_warm_start_without_english_rows_fits_only_the_other_side(tiny_student, 
 
 
 def test_warm_start_sample_is_seeded_and_covers_all_when_asked():
-    from optical.train import warm_start_sample
+    from optical.training.loop import warm_start_sample
 
     a, b = warm_start_sample(100, 10, seed=1), warm_start_sample(100, 10, seed=2)
     assert a == sorted(a) and len(set(a)) == 10 and a != b and a == warm_start_sample(100, 10, seed=1)

@@ -9,7 +9,6 @@ Loaders are registered in :data:`TASKS` (name → function); ``captions`` will j
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -206,7 +205,7 @@ def convert_ir_dataset(docs: Iterable, queries: Iterable, qrels: Iterable,
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
-    from optical.models.sources import default_cache_dir
+    from optical.files import default_cache_dir
 
     return Path(cache_dir) if cache_dir else default_cache_dir() / "tasks"
 
@@ -434,10 +433,3 @@ def load_task(name: str, **options) -> list[RetrievalTask]:
         raise OpticalError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}")
     return TASKS[name](**options)
 
-
-def content_hash(texts: dict[str, str]) -> str:
-    """Stable hash of an id → text mapping (cache key for corpus embeddings)."""
-    digest = hashlib.sha256()
-    for key, text in texts.items():
-        digest.update(key.encode("utf-8") + b"\x00" + text.encode("utf-8") + b"\x01")
-    return digest.hexdigest()[:16]

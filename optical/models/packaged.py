@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import struct
-import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from optical.errors import OpticalError
+from optical.files import default_cache_dir, temporary_sibling
 
 # Bump when the converted folder's layout changes, so old caches are rebuilt.
 CONVERTER_VERSION = 1
@@ -147,8 +147,6 @@ def prepare(name: str, cache_dir: Path | None = None) -> Path:
 
 def _cache(cache_dir: Path | None) -> Path:
     if cache_dir is None:
-        from optical.models.sources import default_cache_dir
-
         return default_cache_dir()
     return Path(cache_dir).expanduser()
 
@@ -196,8 +194,7 @@ def _is_complete(folder: Path, src: _Source | None = None) -> bool:
 
 
 def _build_atomically(out: Path, build, src: _Source | None = None) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(out, folder=True)  # unique per process: concurrent builds never collide
     try:
         build(tmp)
         (tmp / MARKER).write_text(json.dumps({
@@ -214,8 +211,7 @@ def _build_atomically(out: Path, build, src: _Source | None = None) -> Path:
             if not _is_complete(out, src):  # lost a race to a finished copy is fine, else not
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

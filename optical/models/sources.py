@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from optical.errors import OpticalError
+from optical.files import default_cache_dir
 
 PACKAGED_PREFIX = "packaged:"
-
-
-def default_cache_dir() -> Path:
-    """`$OPTICAL_CACHE`, else `~/.cache/optical`."""
-    return Path(os.environ.get("OPTICAL_CACHE", Path.home() / ".cache" / "optical"))
 
 
 def resolve_model(spec: str, cache_dir: Path | None = None) -> str:

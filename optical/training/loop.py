@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from optical.checkpoint import (atomic_write_text, first_non_finite, latest_checkpoint, load_trainer_state,
+from optical.training.checkpoint import (atomic_write_text, first_non_finite, latest_checkpoint, load_trainer_state,
                                 remove_leftovers, restore_optimizer, restore_rng_state, save_checkpoint,
                                 save_student)
 from optical.data.bitext import read_bitext, split_heldout
@@ -41,8 +41,8 @@ from optical.models.student import Student
 from optical.models.teacher import Teacher, load_teacher
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
 from optical.recipe import Recipe, load_recipe, recipe_differences
-from optical.teacher_store import TeacherStore
-from optical.warm_start import warm_start
+from optical.training.teacher_store import TeacherStore
+from optical.training.warm_start import warm_start
 
 
 @dataclass

@@ -14,7 +14,7 @@ nDCG@10 from 0.02 to 0.57, where a short fine-tune from unaligned spaces reaches
 
 from __future__ import annotations
 
-import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from optical.checkpoint import umask_mode
-from optical.errors import writing
+from optical.files import atomic_file, cache_key
 
 
 @dataclass
@@ -76,6 +75,28 @@ def pooled_student_states(student, texts: list[str], batch_size: int, device, sh
     return torch.cat(chunks)
 
 
+def warm_start_sample(n_train: int, pairs: int | None, seed: int) -> list[int]:
+    """Indices of the training pairs the warm start fits on: a seeded sample of `pairs`
+    (every pair when None or more than there are), in file order.
+
+    >>> warm_start_sample(10, 3, seed=1) == warm_start_sample(10, 3, seed=1)
+    True
+    >>> warm_start_sample(4, None, seed=1)
+    [0, 1, 2, 3]
+    """
+    if pairs is None or pairs >= n_train:
+        return list(range(n_train))
+    return sorted(random.Random(seed).sample(range(n_train), pairs))
+
+
+def warm_start_cache(cache_dir: Path, student_spec: str, student_identity: str, max_length: int, prefix: str,
+                     pairs: list[tuple[str, str]]) -> Path:
+    """Cache file for the untrained student's pooled states on these pairs: its name covers
+    the student (spec and weights), how it reads text (max length, prefix) and every pair."""
+    key = cache_key(student_spec, student_identity, str(max_length), prefix, (f"{en}\t{other}" for en, other in pairs))
+    return Path(cache_dir) / "warm_start" / f"{key}.safetensors"
+
+
 def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path: Path | None):
     """Pooled states of both sides ([N, hidden] each), read from / written to `cache_path`.
 
@@ -87,12 +108,8 @@ def _pooled_pairs(student, pairs, batch_size, device, show_progress, cache_path:
     other = pooled_student_states(student, [p[1] for p in pairs], batch_size, device, show_progress)
     english = pooled_student_states(student, [p[0] for p in pairs], batch_size, device, show_progress)
     if cache_path is not None:
-        tmp = cache_path.with_suffix(".tmp")
-        with writing(cache_path):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(cache_path) as tmp:  # a unique temporary name: ranks never share one
             save_file({"other": other.contiguous(), "english": english.contiguous()}, str(tmp))
-            umask_mode(tmp)  # save_file makes it 0600
-            os.replace(tmp, cache_path)
     return other, english
 
 

@@ -174,7 +174,7 @@ class Passages:
 
     def search(self, index, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` documents per query → (scores ``[q, k]``, document rows ``[q, k]``, -1 = none)."""
-        from optical.index import search
+        from optical.eval.index import search
 
         if self.spec.agg != "max":  # one vector per document: rows are document rows
             return search(index, query_vectors, k)
@@ -223,7 +223,7 @@ def search_max(index, query_vectors: np.ndarray, owner: np.ndarray, n_docs: int,
     them can beat them, so the result equals brute force for an exact index.
     Returns (scores ``[q, k]``, document rows ``[q, k]``), -1 rows where fewer were found.
     """
-    from optical.index import search
+    from optical.eval.index import search
 
     n = index.ntotal
     k = max(1, min(k, n_docs))

@@ -12,13 +12,13 @@ folder, a hub id, ``packaged:NAME``), so baselines go through the same code.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from optical.errors import OpticalError, where, writing
+from optical.errors import OpticalError, where
+from optical.files import atomic_file, cache_key
 from optical.models.sources import folder_identity, resolve_model  # noqa: F401  (folder_identity re-exported)
 
 
@@ -114,12 +114,9 @@ def encode_texts(encoder, texts: list[str], batch_size: int = 64, show_progress:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def cache_key(encoder, texts: dict[str, str]) -> str:
-    """Hash of the encoder's identity and role with the ids and texts it encodes."""
-    from optical.data.tasks import content_hash
-
-    role = getattr(encoder, "role", "document")
-    return hashlib.sha256(f"{encoder.identity}|{role}|{content_hash(texts)}".encode()).hexdigest()[:24]
+def embedding_key(encoder, texts: dict[str, str]) -> str:
+    """Cache name of a corpus' embeddings: the encoder's identity and role, the ids and texts."""
+    return cache_key(encoder.identity, getattr(encoder, "role", "document"), texts.keys(), texts.values())
 
 
 def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_size: int = 64,
@@ -131,17 +128,14 @@ def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_
     """
     if cache_dir is None:
         return encode_texts(encoder, list(texts.values()), batch_size, show_progress)
-    path = Path(cache_dir) / f"{cache_key(encoder, texts)}.npy"
+    path = Path(cache_dir) / f"{embedding_key(encoder, texts)}.npy"
     if path.is_file():
         vectors = np.load(path, allow_pickle=False)
         if len(vectors) == len(texts):
             return vectors
     vectors = encode_texts(encoder, list(texts.values()), batch_size, show_progress)
-    tmp = path.with_suffix(".tmp.npy")
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(tmp, vectors, allow_pickle=False)
-        tmp.replace(path)  # atomic: a killed run never leaves a truncated cache entry
+    with atomic_file(path) as tmp, tmp.open("wb") as handle:  # a killed run leaves no truncated entry
+        np.save(handle, vectors, allow_pickle=False)
     return vectors
 
 

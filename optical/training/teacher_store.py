@@ -16,27 +16,20 @@ On disk (`<cache>/teacher/<key>.safetensors`):
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from optical.checkpoint import umask_mode
-from optical.errors import writing
+from optical.files import atomic_file, cache_key
 from optical.models.teacher import Teacher, TeacherOutput
 
 
 def store_key(teacher: Teacher, sentences: list[str]) -> str:
-    digest = hashlib.sha256()
-    digest.update(teacher.fingerprint().encode())
-    for s in sentences:
-        digest.update(s.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()[:24]
+    """Cache name of the teacher's states for `sentences`: the teacher's fingerprint (model,
+    max length, layer) and every sentence."""
+    return cache_key(teacher.fingerprint(), sentences)
 
 
 class TeacherStore:
@@ -71,20 +64,10 @@ class TeacherStore:
         return cls(torch.cat(per_tokens), torch.cat(per_ids).long(), offsets, sentence_out)
 
     def save(self, path: Path) -> None:
-        """Atomic: write a temporary file next to `path`, then rename."""
-        with writing(path.parent):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            with writing(path):
-                save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
-                           "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, tmp)
-                umask_mode(tmp)  # mkstemp and save_file make it 0600
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Atomic (see optical.files): a killed run never leaves a truncated store."""
+        with atomic_file(path) as tmp:
+            save_file({"tokens": self.tokens.contiguous(), "input_ids": self.input_ids.contiguous(),
+                       "offsets": self.offsets.contiguous(), "sentence": self.sentence.contiguous()}, str(tmp))
 
     @classmethod
     def load(cls, path: Path) -> "TeacherStore":

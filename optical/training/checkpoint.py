@@ -14,60 +14,15 @@ draws the same dropout masks as an unbroken one.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from optical.errors import writing
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux shows it (os.umask sets it,
-    briefly, for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def umask_mode(path: str | Path) -> None:
-    """Give a file or folder, and everything in a folder, the mode a plain open/mkdir would:
-    0666/0777 less the umask. tempfile.mkstemp/mkdtemp and safetensors' save_file make them
-    private (0600/0700), so others could not read a run they can read everything else of."""
-    mask = current_umask()
-    paths = [Path(path)]
-    if paths[0].is_dir() and not paths[0].is_symlink():
-        paths += sorted(Path(path).rglob("*"))
-    for item in paths:
-        if item.is_symlink():
-            continue
-        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            umask_mode(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):  # a full disk: no half-written temporary file left behind
-                os.unlink(tmp)
+from optical.files import atomic_dir, atomic_write_text
 
 
 def rng_state() -> dict:
@@ -105,33 +60,17 @@ def first_non_finite(module: torch.nn.Module) -> str | None:
 
 
 def save_student(student, target: Path) -> Path:
-    """Write the student folder atomically: into a temporary sibling, then renamed into place,
-    so a kill never leaves `target` half-written (at worst the old folder, or none)."""
-    target = Path(target)
-    with writing(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp"))
-    old = target.parent / f".{target.name}-old-{os.getpid()}.tmp"
-    try:
+    """Write the student folder atomically, so a kill never leaves `target` half-written."""
+    with atomic_dir(target) as tmp:
         student.save(tmp)
-        umask_mode(tmp)
-        with writing(target):
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-    finally:
-        for leftover in (tmp, old):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
-    return target
+    return Path(target)
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:
     """Remove the temporary files and folders that killed writes left in a run directory
-    (`.<name>.*.tmp`, `.student-*.tmp`, `checkpoints/.step-*`); returns what was removed."""
+    (`.<name>.*.tmp` beside the run's files and checkpoints, see optical.files); returns what was removed."""
     run_dir = Path(run_dir)
-    found = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp"),
-             *(run_dir / "checkpoints").glob(".step-*")]
+    found = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]
     for path in found:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -165,27 +104,17 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_checkpoint(run_dir: Path, step: int, student, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
+    """Write `<run_dir>/checkpoints/step-<step>/` atomically, point `latest` at it, and keep
+    only the newest `keep` checkpoints."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"step-{step:06d}"
-    with writing(root):
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}-"))
-    try:
+    with atomic_dir(final) as tmp:
         student.save(tmp / "student")
         tensors, meta = optimizer_tensors(optimizer)
-        with writing(tmp / "optimizer.safetensors"):
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
         state = {"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
                  "rng": rng_state(), **extra}
-        with writing(final):
-            (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
-            umask_mode(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
     atomic_write_text(root / "latest", final.name + "\n")
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -112,13 +112,14 @@ def search(index, queries: np.ndarray, k: int, batch_size: int = 1024) -> tuple[
 
 
 def save_index(index, path: str | Path) -> Path:
-    """Write the index to ``path`` (faiss binary format)."""
+    """Write the index to ``path`` (faiss binary format), atomically."""
     import faiss
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(index, str(path))
-    return path
+    from optical.files import atomic_file
+
+    with atomic_file(path) as tmp:
+        faiss.write_index(index, str(tmp))
+    return Path(path)
 
 
 def load_index(path: str | Path, spec: str | IndexSpec | None = None):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
 from optical.data.tasks import RetrievalTask, load_task
-from optical.encoders import EncoderFactory, cache_key, encode_cached, encode_texts
+from optical.eval.encoders import EncoderFactory, embedding_key, encode_cached, encode_texts
 from optical.errors import OpticalError, writing
-from optical.index import build_index, load_index, parse_index_spec, save_index, search
-from optical.metrics import compute, parse_metrics, search_depth, write_trec_run
-from optical.passages import parse_max_length, parse_passages, split_corpus, with_max_length
-from optical.perturb import parse_perturbation
+from optical.eval.index import build_index, load_index, parse_index_spec, save_index, search
+from optical.eval.metrics import compute, parse_metrics, search_depth, write_trec_run
+from optical.eval.passages import parse_max_length, parse_passages, split_corpus, with_max_length
+from optical.eval.perturb import parse_perturbation
 
 PERTURB_SIDES = ("queries", "docs", "both")
 
@@ -36,7 +36,7 @@ def retrieve(queries: dict[str, str], corpus: dict[str, str], query_encoder, doc
 
     Corpus embeddings (and non-flat indexes, whose training is the slow part) are cached
     under ``cache_dir``; query embeddings are cheap and never cached. ``passages``
-    (``WINDOW:STRIDE:AGG``, see :mod:`optical.passages`) scores documents from their windows.
+    (``WINDOW:STRIDE:AGG``, see :mod:`optical.eval.passages`) scores documents from their windows.
     """
     spec = parse_index_spec(index_spec)
     split = split_corpus(corpus, doc_encoder, passages) if passages else None
@@ -46,7 +46,7 @@ def retrieve(queries: dict[str, str], corpus: dict[str, str], query_encoder, doc
     index_path = None
     if cache_dir is not None and spec.kind != "flat":
         slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{spec}-{split.spec}" if split else str(spec))
-        index_path = Path(cache_dir) / f"{cache_key(encoder, texts)}.{slug}.faiss"
+        index_path = Path(cache_dir) / f"{embedding_key(encoder, texts)}.{slug}.faiss"
         if index_path.is_file():
             index = load_index(index_path, spec)
     if index is None:
@@ -101,7 +101,7 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
     ``query_encoder`` / ``doc_encoder``: ``student``, ``teacher`` or any model spec.
     ``tasks`` bypasses loading (library use with in-memory tasks).
     ``passages`` (``WINDOW:STRIDE:AGG``) and ``max_length`` (tokens) apply to every
-    document encoder, the teacher's on the English corpus included (:mod:`optical.passages`).
+    document encoder, the teacher's on the English corpus included (:mod:`optical.eval.passages`).
     """
     if perturb_side not in PERTURB_SIDES:
         raise OpticalError(f"--perturb-side must be one of {', '.join(PERTURB_SIDES)}, got {perturb_side!r}")
@@ -118,7 +118,7 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         metrics = TASK_DEFAULT_METRICS[task]
     measures = parse_metrics(metrics)
     if cache_dir is None:
-        from optical.models.sources import default_cache_dir
+        from optical.files import default_cache_dir
 
         cache_dir = default_cache_dir() / "embeddings"
     out_dir = Path(out) if out is not None else None

@@ -1,7 +1,7 @@
 """Compare two evaluation runs query by query (``optical eval --compare A B``).
 
 Each run directory holds ``per_query.json`` (``{task: {metric: {qid: value}}}``, written
-by :mod:`optical.evaluation`). For every task and metric both runs share, over the queries
+by :mod:`optical.eval.retrieval`). For every task and metric both runs share, over the queries
 both scored: mean of A, mean of B, B − A, a paired t-test p-value and a paired
 randomisation (sign-flip permutation) test p-value.
 """
