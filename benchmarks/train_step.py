@@ -5,9 +5,9 @@ student `packaged:multilingual-e5-small` (prefix "query: ", max length 64), batc
 English–Vietnamese pairs (data/vi/train.tsv, LibreOffice help; tests/fixtures/bitext_vi.tsv
 repeated when that file is absent), AdamW (lr 2e-5, head 1e-4, weight decay 0.01),
 gradient clipping at 1.0, ot defaults (ε 0.05, tol 1e-4, max_iter 100, envelope gradient).
-The step is the one `optical.training.loop.distill` runs, built from the same pieces (load_teacher,
-Student, TeacherStore, ot_mask, DistillBatch, build_objective) but without accelerate's
-wrapper (an identity on one CPU process), and timed phase by phase:
+The step is the one `optical distill` runs: an `optical.training.loop.Distiller` set up from
+a recipe (its models, objective, optimizer groups and accelerate wrapper), whose `forward`
+and `optimizer_step` are called here and timed phase by phase:
 
     teacher → student forward (target side, and English side for mse english=true)
            → loss → backward → optimizer (clip + AdamW step + zero_grad)
@@ -73,48 +73,49 @@ TRAIN_EMBEDDINGS = False
 
 
 class Bench:
-    """Teacher, student, optimizer and objectives, set up as optical.training.loop.distill does."""
+    """The real training step: an `optical.training.loop.Distiller` set up as `optical
+    distill` sets it up (models, objective, AdamW groups, accelerate), on the benchmark's
+    pairs; only the phases are timed from outside."""
 
-    def __init__(self, device, max_length: int):
+    def __init__(self, device, max_length: int, pairs: list[tuple[str, str]]):
+        import tempfile
+
         from optical.losses import build_objective
-        from optical.models.student import Student
-        from optical.models.teacher import load_teacher
-        from optical.recipe import LossTerm, OTConfig
+        from optical.recipe import LossTerm, recipe_from_dict
+        from optical.training.loop import Distiller
 
-        self.device = device
-        self.teacher = load_teacher("sentence-transformers", TEACHER, max_length, device=device)
-        self.student = Student.create(STUDENT, self.teacher.dim, max_length, PREFIX).to(device)
-        if not TRAIN_EMBEDDINGS:  # the library default (student.freeze_embeddings: true)
-            self.student.freeze_word_embeddings()
-        self.student.train()
-        self.objectives = {name: build_objective([LossTerm(n, w, p) for n, w, p in terms], OTConfig())
+        recipe = recipe_from_dict({
+            "teacher": {"model": TEACHER, "max_length": max_length},
+            "student": {"model": STUDENT, "max_length": max_length, "prefix": PREFIX,
+                        "freeze_embeddings": not TRAIN_EMBEDDINGS},
+            "ot": {"epsilon": 0.05, "masses": "uniform"},
+            "warm_start": {"method": "none"},
+            # a schedule long enough that the learning rate stays put while we time
+            "train": {"lr": 2e-5, "head_lr": 1e-4, "weight_decay": 0.01, "max_grad_norm": 1.0,
+                      "warmup_ratio": 0.0, "steps": 10 ** 9},
+            "output_dir": tempfile.mkdtemp(prefix="optical-bench-")})
+        self.distiller = d = Distiller(recipe, show_progress=False)
+        if d.device.type != device.type:
+            raise SystemExit(f"the training loop runs on {d.device} here, not {device}")
+        d.train_pairs, d.heldout = pairs, []
+        d.setup_models()
+        d.setup_objective()
+        d.setup_optimizer()
+        d.model.train()
+        self.device, self.student, self.teacher = d.device, d.student, d.teacher
+        self.objectives = {name: build_objective([LossTerm(n, w, p) for n, w, p in terms], recipe.ot)
                            for name, terms in OBJECTIVES.items()}
-        self.teacher_special = set(self.teacher.tokenizer.all_special_ids)
-        self.student_special = set(self.student.tokenizer.all_special_ids)
-        self.prefix_length = self.student.prefix_length()
-        head = list(self.student.head.parameters())
-        head_ids = {id(p) for p in head}
-        body = [p for p in self.student.parameters() if id(p) not in head_ids and p.requires_grad]
-        self.optimizer = torch.optim.AdamW([{"params": body, "lr": 2e-5, "weight_decay": 0.01},
-                                            {"params": head, "lr": 1e-4, "weight_decay": 0.0}])
-        self.autocast = device.type == "cuda"
-        self.store = None
 
-    def warm_cache(self, english: list[str]) -> None:
+    def warm_cache(self) -> None:
         from optical.training.teacher_store import TeacherStore
 
-        self.store = TeacherStore.build(self.teacher, english, show_progress=False)
+        d = self.distiller
+        d.store = TeacherStore.build(d.teacher, [p[0] for p in d.train_pairs], show_progress=False)
 
-    def step(self, pairs, indices, objective: str, warm: bool) -> dict[str, float]:
-        """One optimizer step on pairs[indices]; seconds per phase (and loss parts)."""
-        from optical.losses import DistillBatch
-        from optical.training.loop import ot_mask
-
-        dev, times = self.device, {}
-        english = [pairs[i][0] for i in indices]
-        other = [pairs[i][1] for i in indices]
-        obj = self.objectives[objective]
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else _Null()
+    def step(self, indices, objective: str, warm: bool) -> dict[str, float]:
+        """One optimizer step of the real loop on train_pairs[indices]; seconds per phase."""
+        d, dev, times = self.distiller, self.device, {}
+        d.objective = self.objectives[objective]
 
         def mark(name, start):
             synchronize(dev)
@@ -125,65 +126,43 @@ class Bench:
         synchronize(dev)
         t = time.perf_counter()
         if warm:
-            t_out = self.store.batch(indices, dev)
+            t_out = d.teacher_states(indices)
         else:
-            t_out = self.teacher(self.teacher.tokenize(english))
+            t_out = d.teacher(d.teacher.tokenize([d.train_pairs[i][0] for i in indices]))
         t = mark("teacher", t)
-        with amp:
-            features = {k: v.to(dev) for k, v in self.student.tokenize(other).items()}
-            s_tokens, s_sentence = self.student(features)
-            s_sentence_en = None
-            if obj.needs_english_student:
-                en_features = {k: v.to(dev) for k, v in self.student.tokenize(english).items()}
-                s_sentence_en = self.student(en_features)[1]
+        with d.accelerator.autocast():
+            batch = d.forward(indices, teacher=t_out)
             t = mark("student_forward", t)
-            t_mask = ot_mask(t_out.input_ids, t_out.attention_mask, self.teacher_special, True)
-            s_mask = ot_mask(features["input_ids"], features["attention_mask"], self.student_special, True,
-                             self.prefix_length)
-            batch = DistillBatch(teacher_tokens=t_out.token_states, teacher_mask=t_mask,
-                                 teacher_sentence=t_out.sentence, student_tokens=s_tokens, student_mask=s_mask,
-                                 student_sentence=s_sentence, student_sentence_en=s_sentence_en)
-            loss, parts = obj(batch)
+            loss, _ = d.objective(batch)
         t = mark("loss", t)
-        loss.backward()
+        d.accelerator.backward(loss)
         t = mark("backward", t)
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        d.optimizer_step()
         mark("optimizer", t)
         times["total"] = sum(times[p] for p in PHASES)
-        times["student_tokens"] = int(features["input_ids"].shape[1])
+        times["student_tokens"] = int(batch.student_tokens.shape[1])
         times["teacher_tokens"] = int(t_out.token_states.shape[1])
         return times
 
 
-def isolated_loss_seconds(bench: "Bench", pairs, indices, repeats: int = 20) -> dict[str, dict[str, float]]:
+def isolated_loss_seconds(bench: "Bench", indices, repeats: int = 20) -> dict[str, dict[str, float]]:
     """Loss forward + its backward down to the student's outputs only (no encoder), per
     objective, on one fixed batch: what the OT term itself costs, without the noise of
     the encoder's backward. Medians of `repeats`."""
-    from optical.losses import DistillBatch
-    from optical.training.loop import ot_mask
+    import dataclasses
 
-    dev = bench.device
-    english = [pairs[i][0] for i in indices]
-    other = [pairs[i][1] for i in indices]
-    t_out = bench.store.batch(indices, dev)
+    d, dev = bench.distiller, bench.device
+    d.objective = bench.objectives["token_ot+mse"]  # asks for the English side too
     with torch.no_grad():
-        features = {k: v.to(dev) for k, v in bench.student.tokenize(other).items()}
-        s_tokens, s_sentence = bench.student(features)
-        en_features = {k: v.to(dev) for k, v in bench.student.tokenize(english).items()}
-        s_sentence_en = bench.student(en_features)[1]
-    t_mask = ot_mask(t_out.input_ids, t_out.attention_mask, bench.teacher_special, True)
-    s_mask = ot_mask(features["input_ids"], features["attention_mask"], bench.student_special, True,
-                     bench.prefix_length)
+        full = d.forward(indices)
     out = {}
     for name, obj in bench.objectives.items():
         samples = {"forward": [], "backward": []}
         for r in range(repeats + 2):
-            leaves = [x.detach().clone().requires_grad_(True) for x in (s_tokens, s_sentence, s_sentence_en)]
-            batch = DistillBatch(teacher_tokens=t_out.token_states, teacher_mask=t_mask,
-                                 teacher_sentence=t_out.sentence, student_tokens=leaves[0], student_mask=s_mask,
-                                 student_sentence=leaves[1], student_sentence_en=leaves[2])
+            leaves = [x.detach().clone().requires_grad_(True)
+                      for x in (full.student_tokens, full.student_sentence, full.student_sentence_en)]
+            batch = dataclasses.replace(full, student_tokens=leaves[0], student_sentence=leaves[1],
+                                        student_sentence_en=leaves[2])
             synchronize(dev)
             start = time.perf_counter()
             loss, _ = obj(batch)
@@ -197,17 +176,9 @@ def isolated_loss_seconds(bench: "Bench", pairs, indices, repeats: int = 20) -> 
                 samples["backward"].append(end - middle)
         out[name] = {k: statistics.median(v) for k, v in samples.items()}
         out[name]["total"] = out[name]["forward"] + out[name]["backward"]
-    out["shape"] = {"batch": len(indices), "teacher_tokens": int(t_out.token_states.shape[1]),
-                    "student_tokens": int(s_tokens.shape[1])}
+    out["shape"] = {"batch": len(indices), "teacher_tokens": int(full.teacher_tokens.shape[1]),
+                    "student_tokens": int(full.student_tokens.shape[1])}
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ----------------------------------------------------------------------------- timing
@@ -224,10 +195,10 @@ def time_steps(device, batch_size: int, max_length: int, rounds: int, warmup: in
     batches = [[local[i] for i in b] for b in batches]
 
     started = time.perf_counter()
-    bench = Bench(device, max_length)
+    bench = Bench(device, max_length, sub_pairs)
     setup_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    bench.warm_cache([p[0] for p in sub_pairs])
+    bench.warm_cache()
     store_seconds = time.perf_counter() - started
 
     variants = [(obj, warm) for obj in OBJECTIVES for warm in (False, True)]
@@ -240,11 +211,11 @@ def time_steps(device, batch_size: int, max_length: int, rounds: int, warmup: in
             gc.collect()
             if measure_memory:
                 with PeakMemory(device) as peak:
-                    times = bench.step(sub_pairs, indices, objective, warm)
+                    times = bench.step(indices, objective, warm)
                 memory[key] = {"added_mib": mib(peak.added_bytes), "peak_mib": mib(peak.peak_bytes),
                                "kind": peak.kind}
             else:
-                times = bench.step(sub_pairs, indices, objective, warm)
+                times = bench.step(indices, objective, warm)
             if r >= warmup:
                 samples[key].append(times)
         if r >= warmup:
@@ -272,7 +243,7 @@ def time_steps(device, batch_size: int, max_length: int, rounds: int, warmup: in
             "loss_plus_backward_extra_over_mse_step": statistics.median(extra_phases) / mse_median["total"],
         }
     teacher_share = {key: s["teacher"] / s["total"] for key, s in summary.items()}
-    isolated = isolated_loss_seconds(bench, sub_pairs, batches[0])
+    isolated = isolated_loss_seconds(bench, batches[0])
     for mode in ("warm", "cold"):
         overhead[mode]["isolated_loss_extra_over_mse_step"] = (
             isolated["token_ot+mse"]["total"] - isolated["mse"]["total"]) / summary[f"mse|{mode}"]["total"]
@@ -303,12 +274,12 @@ def memory_child(device, batch_size: int, length: int, objective: str, steps: in
     pairs, _ = load_pairs()
     rng = random.Random(batch_size * 1000 + length)
     batch_pairs = full_length_pairs(pairs, batch_size, length, rng)
-    bench = Bench(device, length)
-    bench.warm_cache([p[0] for p in batch_pairs])
+    bench = Bench(device, length, batch_pairs)
+    bench.warm_cache()
     indices = list(range(batch_size))
     gc.collect()
     with PeakMemory(device) as peak:
-        times = [bench.step(batch_pairs, indices, objective, warm=True) for _ in range(steps)]
+        times = [bench.step(indices, objective, warm=True) for _ in range(steps)]
     params = sum(p.numel() for p in bench.student.parameters())
     return {"batch": batch_size, "length": length, "objective": objective,
             "student_tokens": times[-1]["student_tokens"], "teacher_tokens": times[-1]["teacher_tokens"],

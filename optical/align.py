@@ -13,7 +13,7 @@ heatmaps as PNG, the same matrices as an HTML table) or scored:
 | diagonal offset | is the plan positional? mass-weighted \\|i/n − j/m\\| | uniform plan: ≈ 1/3 |
 
 The scoring functions are pure (tensors in, numbers out); the model side reuses the
-training code (`optical.training.loop.ot_mask`, `optical.ot`).
+training code (`optical.ot.masks.ot_mask`, `optical.ot`).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ class Aligner:
     @torch.no_grad()
     def plans(self, pairs: list[tuple[str, str]]) -> list[PairPlan]:
         from optical.ot import cost_matrix, idf_masses, sinkhorn, uniform_masses
-        from optical.training.loop import ot_mask
+        from optical.ot.masks import ot_mask
 
         for en, other in pairs:
             if not en.strip() or not other.strip():
@@ -259,17 +259,11 @@ def load_aligner(run: str | Path | None = None, teacher: str | None = None, stud
     """
     from optical.models.student import Student
     from optical.models.teacher import load_teacher
-    from optical.recipe import load_recipe, recipe_from_dict
+    from optical.recipe import recipe_from_dict
+    from optical.run_dir import load_run
 
     if run is not None:
-        run = Path(run)
-        if not run.is_dir():
-            raise OpticalError(f"{run}: run directory not found")
-        if not (run / "recipe.yaml").is_file():
-            raise OpticalError(f"{run}: not a run directory (no recipe.yaml)")
-        if student is None and not (run / "student").is_dir():
-            raise OpticalError(f"{run}: no student/ folder in the run directory (pruned, or the run did not finish)")
-        recipe = load_recipe(run / "recipe.yaml", list(overrides))
+        recipe, run_student = load_run(run, list(overrides), require_student=student is None)
         if teacher is not None:
             recipe = replace(recipe, teacher=replace(recipe.teacher, model=teacher))
     elif teacher is None or student is None:
@@ -280,7 +274,7 @@ def load_aligner(run: str | Path | None = None, teacher: str | None = None, stud
     t = recipe.teacher
     teacher_model = load_teacher(t.kind, t.model, t.max_length, t.layer, device=device)
     if student is None:
-        student_spec = str(run / "student")
+        student_spec = str(run_student)
         student_model = Student.load(student_spec)
     else:
         student_spec = student

@@ -264,17 +264,17 @@ def distill(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Distill a frozen English teacher into a multilingual student on bitext."""
-    from optical.recipe import load_recipe, recipe_from_dict
+    from optical.recipe import Flag, load_recipe, recipe_from_dict
     from optical.training.loop import distill as run
 
-    flags = {"teacher.kind": teacher, "teacher.model": teacher_model, "lang": lang, "bitext.path": bitext,
-             "student.model": student, "output_dir": out, "loss": loss, "train.steps": steps,
-             "bitext.on_bad_line": on_bad_line}
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
-    if recipe is not None and not recipe.is_file() and recipe.suffix != ".yaml":
-        from optical.recipe_files import find_recipe
-
-        recipe = find_recipe(str(recipe))  # a shipped recipe by name: vi/mmarco
+    # Typed: each flag reaches the recipe as the value typed (--lang no stays "no"), and an
+    # error names the flag; --set values are read as YAML, after the flags.
+    flags = [Flag(key, value, name) for key, value, name in (
+        ("teacher.kind", teacher, "--teacher"), ("teacher.model", teacher_model, "--teacher-model"),
+        ("lang", lang, "--lang"), ("bitext.path", bitext, "--bitext"), ("student.model", student, "--student"),
+        ("output_dir", out, "--out"), ("loss", loss, "--loss"), ("train.steps", steps, "--steps"),
+        ("bitext.on_bad_line", on_bad_line, "--on-bad-line")) if value is not None]
+    overrides = [*flags, *set_]
     loaded = load_recipe(recipe, overrides) if recipe else recipe_from_dict({}, overrides, path="<flags>")
     if loaded.bitext.path is None and loaded.bitext.hf_name is None:
         fail("no bitext: give --bitext FILE or a recipe with bitext.path / bitext.hf_name")

@@ -1,8 +1,18 @@
 """Recipes: YAML → frozen dataclasses, with dotted overrides and errors that name the key.
 
 A recipe holds everything a distillation run needs. Files are written out in full (no
-inheritance); every section below has defaults, so a recipe names only what it changes
-and `default_recipe()` builds one from CLI flags alone.
+inheritance); every section below has defaults, so a recipe names only what it changes,
+and `recipe_from_dict({}, flags)` builds one from CLI flags alone.
+
+Changes on top of a file come in two kinds: ``"KEY=VALUE"`` strings (``--set``; the value
+is read as YAML, except that a string field keeps the text as typed) and :class:`Flag`
+values (typed CLI options such as ``--lang no``, never re-read as YAML). An error in
+either names the option, not a recipe line:
+
+    >>> recipe_from_dict({}, [Flag("lang", "no", "--lang"), "student.model=0123"]).lang
+    'no'
+    >>> recipe_from_dict({}, ["student.model=0123"]).student.model
+    '0123'
 """
 
 from __future__ import annotations
@@ -179,13 +189,31 @@ def _key_lines(node: yaml.Node, prefix: str = "", out: dict | None = None) -> di
     return out
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A typed change to one recipe key, from a command-line option (`name`, for errors)."""
+
+    key: str  # dotted recipe key, e.g. "bitext.path"
+    value: Any  # already typed: never parsed as YAML
+    name: str  # the option as the user typed it, e.g. "--bitext"
+
+
 class _Context:
-    """Where values come from, so errors can name file, line and key."""
+    """Where values come from, so errors can name file, line and key, or the option that set it."""
 
     def __init__(self, path: str | None, lines: dict[str, int] | None = None):
         self.path, self.lines = path, lines or {}
+        self.sources: dict[str, str] = {}  # dotted key → the option that set it ("--lang", "--set k=v")
+        self.raw: dict[str, str] = {}  # dotted key → the --set text, for string fields
 
     def error(self, key: str, message: str) -> OpticalError:
+        probe = key
+        while True:
+            if probe in self.sources:
+                return OpticalError(f"{self.sources[probe]}: {message}")
+            if "." not in probe:
+                break
+            probe = probe.rsplit(".", 1)[0]
         line = self.lines.get(key)
         while line is None and "." in key:
             key_parent = key.rsplit(".", 1)[0]
@@ -292,6 +320,8 @@ def _build(cls: type, data: Any, prefix: str, ctx: _Context) -> Any:
         if name not in data:
             continue
         tp, value, key = hints[name], data[name], f"{prefix}{name}"
+        if key in ctx.raw and _takes_text(tp) and not (value is None and _admits_none(tp)):
+            value = ctx.raw[key]  # --set student.model=0123 means the text "0123", not 83
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, key + ".", ctx)
         elif name == "loss" and cls is Recipe:
@@ -299,6 +329,18 @@ def _build(cls: type, data: Any, prefix: str, ctx: _Context) -> Any:
         else:
             kwargs[name] = _coerce(value, tp, key, ctx)
     return cls(**kwargs)
+
+
+def _admits_none(tp: Any) -> bool:
+    return tp is type(None) or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                                and type(None) in typing.get_args(tp))
+
+
+def _takes_text(tp: Any) -> bool:
+    """A plain string field (or string-or-null)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return str in typing.get_args(tp)
+    return tp is str
 
 
 def parse_loss_spec(text: str) -> list[dict]:
@@ -334,6 +376,9 @@ def _build_loss_terms(value: Any, key: str, ctx: _Context) -> tuple[LossTerm, ..
         problem = check_loss_params(name, params)
         if problem:
             raise ctx.error(item_key, f"{item_key}: {problem}")
+        if params.get("target") == "image":  # distill reads bitext only: no image embeddings to align to
+            raise ctx.error(f"{item_key}.target", f"{item_key}.target: 'image' needs image embeddings, which "
+                                                  f"optical distill does not read; use 'text'")
         # a loss-level epsilon overrides ot.epsilon, so it needs the same check
         if "epsilon" in params:
             eps_key = f"{item_key}.epsilon"
@@ -372,15 +417,25 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def recipe_from_dict(data: dict, overrides: list[str] = (), path: str | None = None,
+def recipe_from_dict(data: dict, overrides: list[str | Flag] = (), path: str | None = None,
                      lines: dict[str, int] | None = None) -> Recipe:
-    """Validate a plain dict (as read from YAML) plus `KEY=VALUE` overrides into a Recipe."""
+    """Validate a plain dict (as read from YAML) plus changes into a Recipe. `overrides` are
+    ``"KEY=VALUE"`` strings (``--set``) and :class:`Flag` values, applied in order."""
     data = dict(data or {})
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(data, key, value)
     ctx = _Context(path, lines)
+    for item in overrides:
+        if isinstance(item, Flag):
+            key, value, source = item.key, item.value, item.name
+            ctx.raw.pop(key, None)
+        else:
+            key, value = parse_override(item)
+            source = f"--set {item}"
+            ctx.raw.pop(key, None)
+            if not isinstance(value, str):  # YAML read a number, bool or date: a string field wants the text
+                ctx.raw[key] = item.partition("=")[2].strip()
+        _set_dotted(data, key, value)
+        ctx.sources[key] = source
     recipe = _build(Recipe, data, "", ctx)
     _check_consistency(recipe, ctx)
     return recipe
@@ -423,7 +478,7 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
             raise ctx.error(key, f"{key}: must be at least 1, got {value}")
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str | Flag] = ()) -> Recipe:
     """Read a recipe YAML file; every problem is one OpticalError line naming file, line, key.
 
     ``path`` is a file, or a shipped recipe by name (``vi/quickstart``, as
@@ -459,27 +514,6 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise OpticalError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
     lines = _key_lines(node) if node is not None else {}
     return recipe_from_dict(data or {}, overrides, str(path), lines)
-
-
-def default_recipe(teacher: str | None = None, teacher_model: str | None = None, lang: str | None = None,
-                   bitext: str | None = None, student: str | None = None, out: str | None = None,
-                   overrides: list[str] = ()) -> Recipe:
-    """A recipe from CLI flags alone (`optical distill --teacher clip --lang vi ...`)."""
-    data: dict = {}
-    if lang:
-        data["lang"] = lang
-        data["name"] = f"{lang}-distill"
-    if teacher:
-        data["teacher"] = {"kind": teacher}
-        if teacher_model:
-            data["teacher"]["model"] = teacher_model
-    if bitext:
-        data["bitext"] = {"path": bitext}
-    if student:
-        data["student"] = {"model": student}
-    if out:
-        data["output_dir"] = out
-    return recipe_from_dict(data, overrides, path="<flags>")
 
 
 #: keys a resumed run may change: where it writes, its label, progress reports, the evaluation
@@ -518,7 +552,3 @@ def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FR
     """The first of :func:`recipe_differences`, or None."""
     changes = recipe_differences(old, new, free)
     return changes[0] if changes else None
-
-
-def replace(recipe: Recipe, **changes) -> Recipe:
-    return dataclasses.replace(recipe, **changes)

@@ -133,7 +133,7 @@ def run_dir(tmp_path_factory, tiny_teacher_st, tiny_student):
 
 def test_plans_are_built_as_training_builds_them(run_dir):
     from optical.ot import idf_masses
-    from optical.training.loop import ot_mask
+    from optical.ot.masks import ot_mask
 
     aligner = align.load_aligner(run_dir)
     assert aligner.masses.startswith("idf") and aligner.ot["epsilon"] == 0.1

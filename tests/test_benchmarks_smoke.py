@@ -3,11 +3,6 @@ promises. No timing is asserted: timings belong to benchmarks, not tests."""
 
 import json
 
-import pytest
-
-pytest.importorskip("ot")
-pytest.importorskip("psutil")
-
 
 def test_ot_solver_benchmark_quick_writes_expected_json(tmp_path):
     from benchmarks import ot_solver

@@ -263,13 +263,22 @@ def test_encoding_keeps_order_and_caches(tmp_path):
     assert folder_identity(model) != before
 
 
-def test_run_dir_without_teacher_section(tmp_path, tiny_teacher_st):
+def test_run_dir_is_read_through_the_recipe_schema(tmp_path, tiny_teacher_st):
     from optical.eval.encoders import resolve_run
 
     run = tmp_path / "run"
     shutil.copytree(tiny_teacher_st, run / "student")
-    (run / "recipe.yaml").write_text("train:\n  lr: 1.0\n")
-    with pytest.raises(OpticalError, match=r"recipe.yaml: teacher: missing section"):
+    (run / "recipe.yaml").write_text("train:\n  lr: 1.0\n")  # no teacher section: the recipe default, as distill
+    assert resolve_run(run).teacher.model_spec == "sentence-transformers/all-MiniLM-L6-v2"
+    (run / "recipe.yaml").write_text("teacher:\n  kind: clip\n  modell: x\n")
+    with pytest.raises(OpticalError, match=r"recipe.yaml:3: teacher.modell: unknown key"):
+        resolve_run(run)
+    (run / "recipe.yaml").write_text("teacher:\n  kind: clip\n")
+    (run / "student" / "modules.json").unlink()  # a final save that never completed
+    with pytest.raises(OpticalError, match=r"not a saved student .*--resume"):
+        resolve_run(run)
+    shutil.rmtree(run / "student")
+    with pytest.raises(OpticalError, match=r"has no student/ yet"):
         resolve_run(run)
     assert resolve_run(tiny_teacher_st).teacher is None
     with pytest.raises(OpticalError, match="neither a run directory"):

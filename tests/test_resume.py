@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import optical.run_dir as run_dir
 import optical.training.loop as train
 import tiny_models
 from optical.training.checkpoint import first_non_finite, remove_leftovers, save_student
@@ -263,7 +264,7 @@ def test_resume_with_a_different_recipe_is_refused(tiny_teacher_st, tiny_student
 def test_resume_continues_a_killed_run_without_duplicate_log_lines(tiny_teacher_st, tiny_student, tmp_path,
                                                                    monkeypatch):
     out = tmp_path / "run"
-    log = train._log
+    log = train.append_log
 
     def log_then_die(path, record):  # killed after logging step 4, one step past the checkpoint
         log(path, record)
@@ -271,7 +272,7 @@ def test_resume_continues_a_killed_run_without_duplicate_log_lines(tiny_teacher_
             raise Killed(record)
 
     with monkeypatch.context() as patch:
-        patch.setattr(train, "_log", log_then_die)
+        patch.setattr(train, "append_log", log_then_die)
         with pytest.raises(Killed):
             cli(*distill_args(tiny_teacher_st, tiny_student, out, "--set", "train.eval_every=1"))
     assert [r["step"] for r in log_records(out) if "loss" in r] == [1, 2, 3, 4]
@@ -313,14 +314,14 @@ def test_library_overwrite_and_clear_run_dir(tmp_path):
         (out / name).write_text("x")
     (tmp_path / "outside").mkdir()
     (out / "evalink").symlink_to(tmp_path / "outside")  # a link is removed, its target kept
-    removed = train.clear_run_dir(out)
+    removed = run_dir.clear_run_dir(out)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and len(removed) == 7
     assert (tmp_path / "outside").is_dir()
     recipe = recipe_from_dict({}, [f"output_dir={out}"])
     (out / "recipe.yaml").write_text(recipe.to_yaml())
     with pytest.raises(OpticalError, match="already holds a run"):
-        train.check_run_dir(out, recipe, resume=False)
-    assert train.check_run_dir(out, recipe, resume=False, overwrite=True) is False
+        run_dir.check_run_dir(out, recipe, resume=False)
+    assert run_dir.check_run_dir(out, recipe, resume=False, overwrite=True) is False
 
 
 def test_resume_changed_continues_and_prints_the_changes(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):

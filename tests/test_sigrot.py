@@ -5,6 +5,7 @@ import ot
 import pytest
 import torch
 
+from optical.errors import OpticalError
 from optical.losses import LOSSES
 from optical.losses.base import DistillBatch
 from optical.losses.sigrot import SigrotLoss, cosine_cost, teacher_graph
@@ -28,9 +29,12 @@ def embeddings(n=8, dim=16, seed=0):
 def test_registered_as_recipe_loss_with_params():
     assert LOSSES["sigrot"] is SigrotLoss
     recipe = recipe_from_dict({"loss": [{"name": "sigrot", "weight": 1.0, "epsilon": 0.1, "graph_weight": 0.2,
-                                         "temperature": 0.05, "rho": None, "target": "image"},
+                                         "temperature": 0.05, "rho": None, "target": "text"},
                                         {"name": "infonce", "weight": 0.1}]})
     assert recipe.loss[0].params["graph_weight"] == 0.2
+    # distill has no image embeddings: an image target is refused, not trained on text
+    with pytest.raises(OpticalError, match=r"loss\.0\.target: 'image' needs image embeddings"):
+        recipe_from_dict({"loss": [{"name": "sigrot", "target": "image"}]})
 
 
 @pytest.mark.parametrize("rho", [0.5, 5.0, None])
@@ -96,8 +100,9 @@ def test_image_target_used_when_present():
     image = teacher.flip(0)
     on_text = SigrotLoss(target="text")(sentence_batch(student, teacher, image))
     on_image = SigrotLoss(target="image")(sentence_batch(student, teacher, image))
-    fallback = SigrotLoss(target="image")(sentence_batch(student, teacher))
-    assert not torch.isclose(on_text, on_image) and torch.isclose(fallback, on_text)
+    assert not torch.isclose(on_text, on_image)
+    with pytest.raises(ValueError, match="teacher_image"):  # no silent fallback to the text
+        SigrotLoss(target="image")(sentence_batch(student, teacher))
     with pytest.raises(ValueError):
         SigrotLoss(target="audio")
 

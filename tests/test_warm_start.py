@@ -79,7 +79,7 @@ def test_warm_start_without_english_rows_fits_only_the_other_side(tiny_student, 
 
 
 def test_warm_start_sample_is_seeded_and_covers_all_when_asked():
-    from optical.training.loop import warm_start_sample
+    from optical.training.warm_start import warm_start_sample
 
     a, b = warm_start_sample(100, 10, seed=1), warm_start_sample(100, 10, seed=2)
     assert a == sorted(a) and len(set(a)) == 10 and a != b and a == warm_start_sample(100, 10, seed=1)

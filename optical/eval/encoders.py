@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from optical.errors import OpticalError, where
+from optical.errors import OpticalError
 from optical.files import atomic_file, cache_key
-from optical.models.sources import folder_identity, resolve_model  # noqa: F401  (folder_identity re-exported)
+from optical.models.sources import folder_identity, resolve_model
+from optical.recipe import TeacherConfig
+from optical.run_dir import is_run_dir, load_run
 
 
 def model_identity(spec: str, resolved: str) -> str:
@@ -142,13 +144,6 @@ def encode_cached(encoder, texts: dict[str, str], cache_dir: Path | None, batch_
 # ------------------------------------------------------------------ runs and their models
 
 @dataclass
-class TeacherConfig:
-    kind: str
-    model: str | None
-    max_length: int | None = None
-
-
-@dataclass
 class RunModels:
     """What ``--student`` points to: the student folder and, for a run dir, its teacher."""
 
@@ -157,7 +152,8 @@ class RunModels:
 
 
 def resolve_run(student: str | Path | None) -> RunModels:
-    """A run directory (``student/`` + ``recipe.yaml``) or a sentence-transformers folder."""
+    """A run directory (read by :func:`optical.run_dir.load_run`), a sentence-transformers
+    folder, a packaged model or a hub id."""
     if student is None:
         return RunModels(None, None)
     path = Path(student)
@@ -166,39 +162,22 @@ def resolve_run(student: str | Path | None) -> RunModels:
         if spec.startswith("packaged:") or (not spec.startswith((".", "/", "~")) and spec.count("/") == 1):
             return RunModels(resolve_model(spec), None)  # a packaged model or a hub id
         raise OpticalError(f"{path}: student run directory or model folder not found")
-    if (path / "student").is_dir():
-        recipe = path / "recipe.yaml"
-        return RunModels(str(path / "student"), _read_teacher(recipe) if recipe.is_file() else None)
+    if is_run_dir(path):
+        recipe, student_dir = load_run(path)
+        return RunModels(str(student_dir), recipe.teacher)
     if (path / "modules.json").is_file() or (path / "config.json").is_file():
         return RunModels(str(path), None)
     raise OpticalError(f"{path}: neither a run directory (student/, recipe.yaml) nor a "
                        f"sentence-transformers folder (modules.json)")
 
 
-def _read_teacher(recipe: Path) -> TeacherConfig:
-    import yaml
-
-    try:
-        data = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise OpticalError(f"{where(recipe, mark.line + 1 if mark else None)}: invalid YAML") from None
-    section = data.get("teacher") if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise OpticalError(f"{where(recipe, None, 'teacher')}: missing section")
-    if not section.get("kind"):
-        raise OpticalError(f"{where(recipe, None, 'teacher.kind')}: missing")
-    if not section.get("model") and section["kind"] == "sentence-transformers":
-        raise OpticalError(f"{where(recipe, None, 'teacher.model')}: missing")
-    max_length = section.get("max_length")
-    # model may be empty for other kinds: load_teacher then uses the kind's default teacher.
-    return TeacherConfig(str(section["kind"]), str(section["model"]) if section.get("model") else None,
-                         int(max_length) if max_length else None)
-
-
-def load_teacher_encoder(config: TeacherConfig):
-    if config.kind in ("sentence-transformers", "sentence_transformers", "st"):
-        return SentenceTransformerEncoder(config.model, max_length=config.max_length)
+def load_teacher_encoder(config: TeacherConfig | str):
+    """The teacher as an encoder: a run's teacher section, or (``--teacher``) a
+    sentence-transformers model spec read at the model's own max length."""
+    if isinstance(config, str):
+        return SentenceTransformerEncoder(config)
+    if config.kind == "sentence-transformers":
+        return SentenceTransformerEncoder(config.model_spec, max_length=config.max_length)
     return TeacherEncoder(config.kind, config.model, config.max_length)
 
 
@@ -207,8 +186,7 @@ class EncoderFactory:
 
     def __init__(self, student: str | Path | None = None, teacher: str | None = None):
         self.run = resolve_run(student)
-        if teacher:  # --teacher overrides (or supplies) the recipe's teacher
-            self.run.teacher = TeacherConfig("sentence-transformers", teacher)
+        self.teacher = teacher or self.run.teacher  # --teacher overrides (or supplies) the run's
         self._loaded: dict[str, object] = {}
 
     def get(self, spec: str, role: str):
@@ -218,7 +196,7 @@ class EncoderFactory:
         return self._loaded[spec].with_role(role)
 
     def has_teacher(self) -> bool:
-        return self.run.teacher is not None
+        return self.teacher is not None
 
     def _load(self, spec: str):
         if spec == "student":
@@ -226,8 +204,8 @@ class EncoderFactory:
                 raise OpticalError("encoder 'student' needs --student RUN_DIR or MODEL_FOLDER")
             return SentenceTransformerEncoder(self.run.student)
         if spec == "teacher":
-            if self.run.teacher is None:
+            if self.teacher is None:
                 raise OpticalError("encoder 'teacher' needs --student RUN_DIR with a recipe.yaml "
                                    "teacher section, or --teacher MODEL")
-            return load_teacher_encoder(self.run.teacher)
+            return load_teacher_encoder(self.teacher)
         return SentenceTransformerEncoder(spec)

@@ -86,7 +86,9 @@ class SigrotLoss(nn.Module):
         self.max_iter, self.tol = max_iter, tol
 
     def target_embeddings(self, batch: DistillBatch) -> torch.Tensor:
-        if self.target == "image" and batch.teacher_image is not None:
+        if self.target == "image":
+            if batch.teacher_image is None:  # never train on text while the recipe says image
+                raise ValueError("sigrot target='image' needs batch.teacher_image (CLIP image embeddings)")
             return batch.teacher_image
         return batch.teacher_sentence
 

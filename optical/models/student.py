@@ -79,12 +79,15 @@ class Student(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "Student":
-        """Load a saved student folder (a sentence-transformers folder with a Dense head)."""
+        """Load a saved student: its folder (a sentence-transformers folder with a Dense head)
+        or the run directory that holds it."""
         from sentence_transformers import SentenceTransformer
 
+        from optical.run_dir import is_run_dir, load_run
+
         path = Path(path)
-        if (path / "student").is_dir():  # a run directory
-            path = path / "student"
+        if is_run_dir(path):
+            _, path = load_run(path)
         if not (path / "modules.json").is_file():
             raise OpticalError(f"{path}: not a student folder (no modules.json)")
         st = SentenceTransformer(str(path), device="cpu")

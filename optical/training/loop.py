@@ -1,48 +1,52 @@
 """The distillation loop: recipe → trained student on disk.
 
 One code path for CPU, one GPU and many GPUs (accelerate; `accelerate launch -m optical
-distill ...`). Per optimizer step: teacher states for the English side (from the on-disk
-cache), student states for the other side, the recipe's weighted losses, AdamW with warmup
-and linear decay, gradient clipping; bf16 autocast on CUDA only. Every `eval_every` steps a
-held-out slice of the bitext is scored and logged to `log.jsonl`; every `checkpoint_every`
-steps (and at the last step) an atomic checkpoint is written; a NaN/inf loss, or weights
-that became NaN/inf, stop the run with the last good checkpoint intact: no checkpoint and
-no student is ever written with non-finite weights. A run folder holds one run: running
-into it again needs `resume`, which refuses a changed recipe and does nothing when the run
-has finished.
+distill ...`). :class:`Distiller` follows a recipe in named steps, each readable alone:
+
+    setup_run_dir → setup_data → setup_models → setup_teacher_states → setup_warm_start
+    → setup_objective → setup_optimizer → train (train_step × N) → save
+
+Per optimizer step: teacher states for the English side (from the on-disk cache), student
+states for the other side, the recipe's weighted losses, AdamW with warmup and linear
+decay, gradient clipping; bf16 autocast on CUDA only. Every `eval_every` steps a held-out
+slice of the bitext is scored and logged to `log.jsonl`; every `checkpoint_every` steps (and
+at the last step) an atomic checkpoint is written; a NaN/inf loss, or weights that became
+NaN/inf, stop the run with the last good checkpoint intact: no checkpoint and no student is
+ever written with non-finite weights. A run folder holds one run (optical.run_dir).
+
+    >>> from optical import load_recipe                                  # doctest: +SKIP
+    >>> recipe = load_recipe("vi/quickstart", ["train.steps=10"])        # doctest: +SKIP
+    >>> Distiller(recipe).run().student_dir                              # doctest: +SKIP
+    PosixPath('runs/vi-quickstart/student')
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
-import os
-import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from optical.training.checkpoint import (atomic_write_text, first_non_finite, latest_checkpoint, load_trainer_state,
-                                remove_leftovers, restore_optimizer, restore_rng_state, save_checkpoint,
-                                save_student)
 from optical.data.bitext import read_bitext, split_heldout
 from optical.errors import OpticalError, writing
+from optical.eval.heldout import heldout_metrics
+from optical.files import atomic_write_text, default_cache_dir
 from optical.losses import DistillBatch, build_objective
-from optical.models.sources import default_cache_dir, folder_identity, resolve_model
+from optical.models.sources import folder_identity, resolve_model
 from optical.models.student import Student
-from optical.models.teacher import Teacher, load_teacher
+from optical.models.teacher import Teacher, TeacherOutput, load_teacher
+from optical.ot.masks import ot_mask
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
-from optical.recipe import Recipe, load_recipe, recipe_differences
+from optical.recipe import Recipe
+from optical.run_dir import append_log, check_run_dir, check_writable, clear_run_dir, truncate_log
+from optical.training.checkpoint import (first_non_finite, latest_checkpoint, load_trainer_state, remove_leftovers,
+                                         restore_optimizer, restore_rng_state, save_checkpoint, save_student)
 from optical.training.teacher_store import TeacherStore
-from optical.training.warm_start import warm_start
+from optical.training.warm_start import warm_start, warm_start_cache, warm_start_sample
 
 
 @dataclass
@@ -56,30 +60,17 @@ class DistillResult:
     already_finished: bool = False  # `resume` found the run finished and did nothing
 
 
+def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
+            cache_dir: Path | None = None, overwrite: bool = False, resume_changed: bool = False) -> DistillResult:
+    """Run the recipe; write `<output_dir>/student/`, `recipe.yaml`, `metrics.json`, `log.jsonl`.
+
+    `resume` continues from the last checkpoint; `overwrite` replaces a run already in the
+    folder (its own files only, see optical.run_dir.clear_run_dir); `resume_changed` lets
+    `resume` continue under a changed recipe, reporting each change."""
+    return Distiller(recipe, resume, show_progress, cache_dir, overwrite, resume_changed).run()
+
+
 # ----------------------------------------------------------------------------- helpers
-
-
-def special_token_mask(input_ids: torch.Tensor, special_ids: set[int]) -> torch.Tensor:
-    """True where input_ids [B, n] holds a special token ([CLS], [SEP], <s>, </s>, pad)."""
-    if not special_ids:
-        return torch.zeros_like(input_ids, dtype=torch.bool)
-    ids = torch.tensor(sorted(special_ids), device=input_ids.device)
-    return torch.isin(input_ids, ids)
-
-
-def ot_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: set[int], drop_special: bool,
-            prefix_length: int = 0) -> torch.Tensor:
-    """Tokens that take part in OT: real, not special (optionally), not the prompt prefix.
-    Falls back to all real tokens for a row that would otherwise be empty."""
-    mask = attention_mask.bool()
-    if drop_special:
-        mask = mask & ~special_token_mask(input_ids, special_ids)
-    if prefix_length:
-        mask[:, 1:1 + prefix_length] = False
-    empty = ~mask.any(1)
-    if empty.any():
-        mask[empty] = attention_mask.bool()[empty]
-    return mask
 
 
 def choose_precision(precision: str, device: torch.device) -> str:
@@ -91,54 +82,6 @@ def choose_precision(precision: str, device: torch.device) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
-@torch.no_grad()
-def heldout_metrics(student: Student, pairs: list[tuple[str, str]], teacher_sentences: torch.Tensor,
-                    batch_size: int = 64) -> dict[str, float]:
-    """Translation retrieval accuracy@1 both ways, the OPTICAL setting (teacher English query →
-    student document), and sentence MSE to the teacher, on held-out pairs."""
-    if not pairs:
-        return {}
-    was_training = student.training
-    student.eval()
-    device = student.head.weight.device
-    other_raw, english_raw = [], []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        for texts, out in (([p[1] for p in chunk], other_raw), ([p[0] for p in chunk], english_raw)):
-            features = {k: v.to(device) for k, v in student.tokenize(texts).items()}
-            out.append(student(features)[1].float().cpu())
-    student.train(was_training)
-    other, english = torch.cat(other_raw), torch.cat(english_raw)
-    teacher = teacher_sentences.float().cpu()
-    target = torch.arange(len(pairs))
-
-    def accuracy(queries, docs):
-        scores = F.normalize(queries, dim=-1) @ F.normalize(docs, dim=-1).T
-        return float((scores.argmax(1) == target).float().mean())
-
-    return {
-        "acc_other_to_en": accuracy(other, english),
-        "acc_en_to_other": accuracy(english, other),
-        "acc_teacher_en_to_other": accuracy(teacher, other),
-        "mse_to_teacher": float(F.mse_loss(other, teacher)),
-        "cosine_to_teacher": float(F.cosine_similarity(other, teacher, dim=-1).mean()),
-    }
-
-
-def write_rank_hash(model: torch.nn.Module, rank: int) -> None:
-    """With $OPTICAL_RANK_HASH_DIR set (multi-process tests), write the sha256 of this rank's
-    final weights to `weights_rank<rank>.sha256`: all ranks must end with identical weights."""
-    folder = os.environ.get("OPTICAL_RANK_HASH_DIR")
-    if not folder:
-        return
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(folder) / f"weights_rank{rank}.sha256", digest.hexdigest() + "\n")
-
-
 def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = "", batch: int = 4096) -> int:
     """How many texts have more tokens (specials included) than `max_length` and get cut."""
     over = 0
@@ -148,90 +91,12 @@ def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = 
     return over
 
 
-def warm_start_cache(cache_dir: Path, recipe: Recipe, pairs: list[tuple[str, str]]) -> Path:
-    """Cache file for the untrained student's pooled states on these pairs."""
-    resolved = resolve_model(recipe.student.model, cache_dir)
-    digest = hashlib.sha256(f"{recipe.student.model}|{folder_identity(resolved) if Path(resolved).exists() else ''}|"
-                            f"{recipe.student.max_length}|{recipe.student.prefix}".encode())
-    for en, other in pairs:
-        digest.update(f"{en}\t{other}\n".encode("utf-8"))
-    return cache_dir / "warm_start" / f"{digest.hexdigest()[:24]}.safetensors"
-
-
-def warm_start_sample(n_train: int, pairs: int | None, seed: int) -> list[int]:
-    """Indices of the training pairs the warm start fits on: a seeded sample of `pairs`
-    (every pair when None or more than there are), in file order."""
-    if pairs is None or pairs >= n_train:
-        return list(range(n_train))
-    return sorted(random.Random(seed).sample(range(n_train), pairs))
-
-
-def _log(path: Path, record: dict) -> None:
-    with writing(path), path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-#: what a run writes into its folder; any of them there means the folder holds a run
-RUN_FILES = ("recipe.yaml", "log.jsonl", "metrics.json", "student", "checkpoints")
-
-
-def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool, overwrite: bool = False,
-                  resume_changed: bool = False, say=print) -> bool:
-    """Keep one run per folder. Without `resume` the folder must not hold a run (absent or
-    empty is fine) unless `overwrite`; with it, the run's saved recipe must match `recipe` but
-    for progress-only keys, unless `resume_changed` (then each change is reported through
-    `say`). Returns True when `resume` finds the run already finished."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise OpticalError(f"output_dir {run_dir}: is a file, not a folder; choose another --out")
-    if overwrite and resume:
-        raise OpticalError("--overwrite and --resume exclude each other: overwrite starts the run afresh")
-    if resume_changed and not resume:
-        raise OpticalError("--resume-changed needs --resume")
-    found = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if not resume:
-        if found and not overwrite:
-            raise OpticalError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume, "
-                               f"replace it with --overwrite, or choose a new --out")
-        return False
-    saved = run_dir / "recipe.yaml"
-    if saved.is_file():
-        changes = recipe_differences(load_recipe(saved), recipe)
-        if changes and not resume_changed:
-            key, old, new = changes[0]
-            raise OpticalError(f"--resume: {key} is {new!r} but the run in {run_dir} used {old!r} ({saved}); "
-                               f"resume with the same recipe, allow it with --resume-changed, or choose a new --out")
-        for key, old, new in changes:
-            say(f"--resume-changed: {key}: {old!r} -> {new!r}")
-    return (run_dir / "metrics.json").is_file()  # written last, after the student
-
-
-def clear_run_dir(run_dir: Path) -> list[Path]:
-    """Remove a previous run's own files and folders (RUN_FILES, eval*) for --overwrite;
-    anything else the user keeps there stays. Returns what was removed."""
-    removed = []
-    if not run_dir.is_dir():
-        return removed
-    names = [*RUN_FILES, *sorted(p.name for p in run_dir.glob("eval*"))]
-    with writing(run_dir):
-        for name in dict.fromkeys(names):
-            path = run_dir / name
-            if path.is_symlink() or path.is_file():
-                path.unlink()  # a link is removed, never followed
-            elif path.is_dir():
-                shutil.rmtree(path)
-            else:
-                continue
-            removed.append(path)
-    return removed
-
-
-def check_writable(run_dir: Path) -> None:
-    """Fail in one line, before any model loads, when the run folder cannot be written."""
-    with writing(run_dir):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check-", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
+def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
+    """Stop before writing weights that hold NaN/inf (a loss can stay finite one step longer)."""
+    name = first_non_finite(model)
+    if name is not None:
+        raise OpticalError(f"weights became non-finite ({name}) after step {step}; stopped. Last good "
+                           f"checkpoint: {last_checkpoint or 'none written yet'}. Try a lower train.lr")
 
 
 def finished_result(run_dir: Path) -> DistillResult:
@@ -246,298 +111,361 @@ def finished_result(run_dir: Path) -> DistillResult:
                          summary.get("warm_start"), already_finished=True)
 
 
-def truncate_log(path: Path, step: int) -> None:
-    """Drop the log records a resumed run will write again (steps after its checkpoint)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not _after(line, step)]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-def _after(line: str, step: int) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and (record.get("final") is True or
-                                         (isinstance(record.get("step"), int) and record["step"] > step))
-
-
-def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
-    """Stop before writing weights that hold NaN/inf (a loss can stay finite one step longer)."""
-    name = first_non_finite(model)
-    if name is not None:
-        raise OpticalError(f"weights became non-finite ({name}) after step {step}; stopped. Last good "
-                           f"checkpoint: {last_checkpoint or 'none written yet'}. Try a lower train.lr")
-
-
 # ----------------------------------------------------------------------------- the loop
 
 
-def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
-            cache_dir: Path | None = None, overwrite: bool = False, resume_changed: bool = False) -> DistillResult:
-    """Run the recipe; write `<output_dir>/student/`, `recipe.yaml`, `metrics.json`, `log.jsonl`.
+class Distiller:
+    """One distillation run, step by step (torchtune's recipe shape).
 
-    `overwrite` replaces a run already in the folder (its own files only, see `clear_run_dir`);
-    `resume_changed` lets `resume` continue under a changed recipe, reporting each change."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
+    `run()` calls the steps in order; a benchmark or a test can call them one by one and
+    then time or inspect `forward`, `train_step` or `optimizer_step` on the real objects.
+    Attributes appear as the steps run: `train_pairs`/`heldout` (setup_data), `teacher`,
+    `student` (setup_models), `store` (setup_teacher_states), `objective`
+    (setup_objective), `model`, `optimizer`, `scheduler`, `total_steps` (setup_optimizer).
+    """
 
-    cfg = recipe.train
-    target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = Accelerator(mixed_precision=choose_precision(cfg.precision, target), cpu=target.type == "cpu")
-    device, main = accelerator.device, accelerator.is_main_process
-    set_seed(cfg.seed)
-    run_dir = Path(recipe.output_dir)
-    cache_dir = cache_dir or default_cache_dir()
-    progress = show_progress and main
+    def __init__(self, recipe: Recipe, resume: bool = False, show_progress: bool = True,
+                 cache_dir: Path | None = None, overwrite: bool = False, resume_changed: bool = False):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
 
-    def say(text: str) -> None:
-        if progress:
+        self.recipe, self.cfg = recipe, recipe.train
+        self.resume, self.overwrite, self.resume_changed = resume, overwrite, resume_changed
+        target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.accelerator = Accelerator(mixed_precision=choose_precision(self.cfg.precision, target),
+                                       cpu=target.type == "cpu")
+        self.device, self.main = self.accelerator.device, self.accelerator.is_main_process
+        set_seed(self.cfg.seed)
+        self.run_dir = Path(recipe.output_dir)
+        self.log_path = self.run_dir / "log.jsonl"
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.progress = show_progress and self.main
+        self.checkpoint: Path | None = None  # the checkpoint this run resumes from
+        self.warm_report: dict | None = None
+        self.start_step = 0
+        self._order: tuple[int | None, list[int]] = (None, [])  # (epoch, its data order)
+
+    def say(self, text: str) -> None:
+        """Progress news: shown unless --quiet, on the main process only."""
+        if self.progress:
             tqdm.write(text)
 
-    def notice(text: str) -> None:  # what --resume-changed and --overwrite did: shown even with --quiet
-        if main:
+    def notice(self, text: str) -> None:
+        """What --resume-changed, --overwrite and data warnings did: shown even with --quiet."""
+        if self.main:
             tqdm.write(text)
 
-    if check_run_dir(run_dir, recipe, resume, overwrite, resume_changed, say=notice):
-        say(f"{run_dir}: the run has already finished; nothing to do")
-        return finished_result(run_dir)
-    if main:
-        check_writable(run_dir)  # a read-only --out fails now, not after minutes of model loading
-        if overwrite:
-            for path in clear_run_dir(run_dir):
-                notice(f"--overwrite: removed {path}")
-    if main and run_dir.is_dir():
-        with writing(run_dir):
-            remove_leftovers(run_dir)  # temporary files of writes a kill interrupted
+    # ------------------------------------------------------------------ set-up
 
-    # -- data
-    b = recipe.bitext
-    bitext = read_bitext(b.path, b.format, recipe.lang, b.en_column, b.other_column, b.on_bad_line,
-                         b.hf_name, b.hf_config, b.hf_split, b.max_pairs, max_bad_fraction=b.max_bad_fraction)
-    say(bitext.summary())
-    if not progress:  # a warning about the data is shown even with --quiet
-        for note in bitext.notes:
-            if note.startswith("warning"):
-                notice(f"{bitext.source}: {note}")
-    train_pairs, heldout = split_heldout(bitext.pairs, b.heldout, cfg.seed)
-    if not train_pairs:
-        raise OpticalError(f"{bitext.source}: no training pairs left after holding out {len(heldout)}")
+    def run(self) -> DistillResult:
+        """Every step in order; the run's result."""
+        if self.setup_run_dir():
+            self.say(f"{self.run_dir}: the run has already finished; nothing to do")
+            return finished_result(self.run_dir)
+        self.setup_data()
+        self.setup_models()
+        self.setup_teacher_states()
+        self.setup_warm_start()
+        self.setup_objective()
+        self.setup_optimizer()
+        self.start_log()
+        losses = self.train()
+        return self.save(losses)
 
-    # -- models
-    teacher: Teacher = load_teacher(recipe.teacher.kind, recipe.teacher.model, recipe.teacher.max_length,
-                                    recipe.teacher.layer, device=device)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        say(f"no checkpoint in {run_dir}; starting from scratch")
-    if checkpoint is not None:
-        student = Student.load(checkpoint / "student")
-        bad = first_non_finite(student)
-        if bad is not None:
-            raise OpticalError(f"{checkpoint}: the checkpoint holds non-finite weights "
-                               f"({bad}); remove it or choose a new --out")
-        say(f"resuming from {checkpoint}")
-    else:
-        student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length,
-                                 recipe.student.prefix, cache_dir, normalize=recipe.student.normalize)
-    student.to(device)
-    # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
-    # several processes stops because those parameters never receive a gradient.
-    pooler = getattr(student.transformer.auto_model, "pooler", None)
-    if isinstance(pooler, torch.nn.Module):
-        pooler.requires_grad_(False)
-    if recipe.student.freeze_embeddings:
-        frozen = student.freeze_word_embeddings()
-        say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
+    def setup_run_dir(self) -> bool:
+        """Check the folder before any model loads (one run per folder, writable); clear it
+        for --overwrite; drop what killed writes left. True when resume finds it finished."""
+        if check_run_dir(self.run_dir, self.recipe, self.resume, self.overwrite, self.resume_changed,
+                         say=self.notice):
+            return True
+        if self.main:
+            check_writable(self.run_dir)  # a read-only --out fails now, not after minutes of model loading
+            if self.overwrite:
+                for path in clear_run_dir(self.run_dir):
+                    self.notice(f"--overwrite: removed {path}")
+        if self.main and self.run_dir.is_dir():
+            with writing(self.run_dir):
+                remove_leftovers(self.run_dir)  # temporary files of writes a kill interrupted
+        return False
 
-    truncated = {
-        "teacher_en": count_truncated(teacher.tokenizer, [p[0] for p in train_pairs], teacher.max_length),
-        "student_other": count_truncated(student.tokenizer, [p[1] for p in train_pairs], student.max_length,
-                                         student.prefix),
-    }
-    if any(truncated.values()):
-        say(f"truncated to max_length: {truncated['teacher_en']} English sentences (teacher, "
-            f"{teacher.max_length} tokens), {truncated['student_other']} {recipe.lang} sentences "
-            f"(student, {student.max_length} tokens) of {len(train_pairs)}")
+    def setup_data(self) -> None:
+        """Read the bitext and hold out the progress-check pairs."""
+        b = self.recipe.bitext
+        self.bitext = read_bitext(b.path, b.format, self.recipe.lang, b.en_column, b.other_column, b.on_bad_line,
+                                  b.hf_name, b.hf_config, b.hf_split, b.max_pairs,
+                                  max_bad_fraction=b.max_bad_fraction)
+        self.say(self.bitext.summary())
+        if not self.progress:  # a warning about the data is shown even with --quiet
+            for note in self.bitext.notes:
+                if note.startswith("warning"):
+                    self.notice(f"{self.bitext.source}: {note}")
+        self.train_pairs, self.heldout = split_heldout(self.bitext.pairs, b.heldout, self.cfg.seed)
+        if not self.train_pairs:
+            raise OpticalError(f"{self.bitext.source}: no training pairs left after holding out {len(self.heldout)}")
 
-    # -- teacher states (computed once; cached on disk across runs)
-    english = [p[0] for p in train_pairs] + [p[0] for p in heldout]
-    store_dir = cache_dir if cfg.teacher_cache else None
-    if main:
-        store, was_cached = TeacherStore.cached(teacher, english, store_dir, show_progress=progress)
-        say("teacher states: " + ("read from cache" if was_cached else f"computed for {len(english)} sentences"))
-    accelerator.wait_for_everyone()
-    if not main:
-        store, _ = TeacherStore.cached(teacher, english, store_dir, show_progress=False)
-    heldout_teacher = store.sentence[len(train_pairs):]
+    def setup_models(self) -> None:
+        """The frozen teacher; the student, fresh or from the checkpoint `resume` continues."""
+        recipe, device = self.recipe, self.device
+        self.teacher: Teacher = load_teacher(recipe.teacher.kind, recipe.teacher.model, recipe.teacher.max_length,
+                                             recipe.teacher.layer, device=device)
+        self.checkpoint = latest_checkpoint(self.run_dir) if self.resume else None
+        if self.resume and self.checkpoint is None:
+            self.say(f"no checkpoint in {self.run_dir}; starting from scratch")
+        if self.checkpoint is not None:
+            student = Student.load(self.checkpoint / "student")
+            bad = first_non_finite(student)
+            if bad is not None:
+                raise OpticalError(f"{self.checkpoint}: the checkpoint holds non-finite weights "
+                                   f"({bad}); remove it or choose a new --out")
+            self.say(f"resuming from {self.checkpoint}")
+        else:
+            student = Student.create(recipe.student.model, self.teacher.dim, recipe.student.max_length,
+                                     recipe.student.prefix, self.cache_dir, normalize=recipe.student.normalize)
+        student.to(device)
+        # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
+        # several processes stops because those parameters never receive a gradient.
+        pooler = getattr(student.transformer.auto_model, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            pooler.requires_grad_(False)
+        if recipe.student.freeze_embeddings:
+            frozen = student.freeze_word_embeddings()
+            self.say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
+        self.student = student
+        teacher, pairs = self.teacher, self.train_pairs
+        self.truncated = {
+            "teacher_en": count_truncated(teacher.tokenizer, [p[0] for p in pairs], teacher.max_length),
+            "student_other": count_truncated(student.tokenizer, [p[1] for p in pairs], student.max_length,
+                                             student.prefix),
+        }
+        if any(self.truncated.values()):
+            self.say(f"truncated to max_length: {self.truncated['teacher_en']} English sentences (teacher, "
+                     f"{teacher.max_length} tokens), {self.truncated['student_other']} {recipe.lang} sentences "
+                     f"(student, {student.max_length} tokens) of {len(pairs)}")
 
-    # -- warm start: fit the head in closed form before step 1
-    warm_report = None
-    ws = recipe.warm_start
-    if checkpoint is None and ws.method != "none":
-        chosen = warm_start_sample(len(train_pairs), ws.pairs, cfg.seed)
-        fit_pairs = [train_pairs[i] for i in chosen]
-        warm_report = warm_start(student, fit_pairs, store.sentence[chosen], ws.method, ws.ridge,
-                                 ws.batch_size, stack_english=ws.english, show_progress=progress,
-                                 cache_path=warm_start_cache(cache_dir, recipe, fit_pairs)).as_dict()
-        n = len(chosen)
-        say(f"warm start ({ws.method}, {n} pairs): held-out cosine to teacher "
-            f"{warm_report['heldout_cosine_before']:.3f} → {warm_report['heldout_cosine_after']:.3f}")
+    def setup_teacher_states(self) -> None:
+        """Teacher states of every English sentence, computed once and cached on disk; the
+        main process builds the cache, the others read it."""
+        english = [p[0] for p in self.train_pairs] + [p[0] for p in self.heldout]
+        store_dir = self.cache_dir if self.cfg.teacher_cache else None
+        if self.main:
+            self.store, was_cached = TeacherStore.cached(self.teacher, english, store_dir, show_progress=self.progress)
+            self.say("teacher states: " + ("read from cache" if was_cached else f"computed for {len(english)} sentences"))
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            self.store, _ = TeacherStore.cached(self.teacher, english, store_dir, show_progress=False)
+        self.heldout_teacher = self.store.sentence[len(self.train_pairs):]
 
-    # -- objective and token masses
-    objective = build_objective(recipe.loss, recipe.ot)
-    teacher_special = set(teacher.tokenizer.all_special_ids)
-    student_special = set(student.tokenizer.all_special_ids)
-    prefix_length = student.prefix_length()
-    teacher_idf = student_idf = None
-    if recipe.ot.masses == "idf":
-        df, n_sent = document_frequencies(
-            store.input_ids[store.offsets[i]:store.offsets[i + 1]].tolist() for i in range(len(train_pairs)))
-        teacher_idf = idf_table(df, n_sent, len(teacher.tokenizer))
-        df, n_sent = document_frequencies(student.tokenizer([p[1] for p in train_pairs], verbose=False)["input_ids"])
-        student_idf = idf_table(df, n_sent, len(student.tokenizer))
+    def setup_warm_start(self) -> None:
+        """Fit the head in closed form before step 1 (not when resuming: the checkpoint has it)."""
+        ws, recipe = self.recipe.warm_start, self.recipe
+        if self.checkpoint is not None or ws.method == "none":
+            return
+        chosen = warm_start_sample(len(self.train_pairs), ws.pairs, self.cfg.seed)
+        fit_pairs = [self.train_pairs[i] for i in chosen]
+        resolved = resolve_model(recipe.student.model, self.cache_dir)
+        cache = warm_start_cache(self.cache_dir, recipe.student.model,
+                                 folder_identity(resolved) if Path(resolved).exists() else "",
+                                 recipe.student.max_length, recipe.student.prefix, fit_pairs)
+        self.warm_report = warm_start(self.student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge,
+                                      ws.batch_size, stack_english=ws.english, show_progress=self.progress,
+                                      cache_path=cache).as_dict()
+        self.say(f"warm start ({ws.method}, {len(chosen)} pairs): held-out cosine to teacher "
+                 f"{self.warm_report['heldout_cosine_before']:.3f} → {self.warm_report['heldout_cosine_after']:.3f}")
 
-    # -- schedule
-    world = accelerator.num_processes
-    micro = cfg.batch_size
-    pairs_per_step = micro * cfg.grad_accum * world
-    total_steps = cfg.steps if cfg.steps is not None else max(1, math.ceil(cfg.epochs * len(train_pairs) / pairs_per_step))
-    head_params = list(student.head.parameters())
-    head_ids = {id(p) for p in head_params}
-    body_params = [p for p in student.parameters() if id(p) not in head_ids and p.requires_grad]
-    decay = cfg.weight_decay
-    optimizer = torch.optim.AdamW([
-        {"params": body_params, "lr": cfg.lr, "weight_decay": decay},
-        {"params": head_params, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
-    ])
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), max(1, total_steps))
-    start_step = 0
-    if checkpoint is not None:
-        state, tensors = load_trainer_state(checkpoint)
-        restore_optimizer(optimizer, tensors, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state)
-        start_step = state["step"]
-    model, optimizer = accelerator.prepare(student, optimizer)
+    def setup_objective(self) -> None:
+        """The weighted losses, the special tokens kept out of OT, and IDF token masses."""
+        recipe, teacher, student = self.recipe, self.teacher, self.student
+        self.objective = build_objective(recipe.loss, recipe.ot)
+        self.teacher_special = set(teacher.tokenizer.all_special_ids)
+        self.student_special = set(student.tokenizer.all_special_ids)
+        self.prefix_length = student.prefix_length()
+        self.teacher_idf = self.student_idf = None
+        if recipe.ot.masses == "idf":
+            store, n = self.store, len(self.train_pairs)
+            df, n_sent = document_frequencies(
+                store.input_ids[store.offsets[i]:store.offsets[i + 1]].tolist() for i in range(n))
+            self.teacher_idf = idf_table(df, n_sent, len(teacher.tokenizer))
+            df, n_sent = document_frequencies(
+                student.tokenizer([p[1] for p in self.train_pairs], verbose=False)["input_ids"])
+            self.student_idf = idf_table(df, n_sent, len(student.tokenizer))
 
-    log_path = run_dir / "log.jsonl"
-    if main:
-        with writing(run_dir):
-            run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-        if resume:
-            truncate_log(log_path, start_step)  # the steps after the checkpoint run again
+    def setup_optimizer(self) -> None:
+        """AdamW (the head without weight decay, at its own rate), warmup + linear decay, and
+        their state from the checkpoint when resuming; then accelerate wraps the model."""
+        from transformers import get_linear_schedule_with_warmup
 
-    # -- one micro-batch
-    n_train = len(train_pairs)
-    batches_per_epoch = max(1, n_train // (micro * world))
+        cfg, student = self.cfg, self.student
+        self.world = self.accelerator.num_processes
+        self.pairs_per_step = cfg.batch_size * cfg.grad_accum * self.world
+        self.total_steps = (cfg.steps if cfg.steps is not None
+                            else max(1, math.ceil(cfg.epochs * len(self.train_pairs) / self.pairs_per_step)))
+        head_params = list(student.head.parameters())
+        head_ids = {id(p) for p in head_params}
+        body_params = [p for p in student.parameters() if id(p) not in head_ids and p.requires_grad]
+        optimizer = torch.optim.AdamW([
+            {"params": body_params, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": head_params, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
+        ])
+        self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.total_steps),
+                                                         max(1, self.total_steps))
+        if self.checkpoint is not None:
+            state, tensors = load_trainer_state(self.checkpoint)
+            restore_optimizer(optimizer, tensors, state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            restore_rng_state(state)
+            self.start_step = state["step"]
+        self.model, self.optimizer = self.accelerator.prepare(student, optimizer)
 
-    @functools.lru_cache(maxsize=1)
-    def epoch_order(epoch: int) -> list[int]:
+    def start_log(self) -> None:
+        """recipe.yaml into the run folder; on resume, drop the log lines that will be redone."""
+        if not self.main:
+            return
+        with writing(self.run_dir):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
+        if self.resume:
+            truncate_log(self.log_path, self.start_step)  # the steps after the checkpoint run again
+
+    # ------------------------------------------------------------------ one step
+
+    def epoch_order(self, epoch: int) -> list[int]:
         """The seeded data order of one epoch (built once per epoch, not per micro-batch)."""
-        return torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        if self._order[0] != epoch:
+            n = len(self.train_pairs)
+            self._order = (epoch, torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed + epoch)).tolist())
+        return self._order[1]
 
-    def micro_batch_indices(k: int) -> list[int]:
+    def micro_batch_indices(self, k: int) -> list[int]:
+        """Training-pair indices of micro-batch `k` (counted over the whole run) on this process."""
+        micro = self.cfg.batch_size
+        batches_per_epoch = max(1, len(self.train_pairs) // (micro * self.world))
         epoch, position = divmod(k, batches_per_epoch)
-        order = epoch_order(epoch)
-        start = (position * world + accelerator.process_index) * micro
+        order = self.epoch_order(epoch)
+        start = (position * self.world + self.accelerator.process_index) * micro
         chunk = order[start:start + micro]
         return chunk if chunk else order[:micro]
 
-    def compute_loss(indices: list[int]):
-        t = store.batch(indices, device)
-        t_mask = ot_mask(t.input_ids, t.attention_mask, teacher_special, recipe.ot.drop_special_tokens)
-        features = {k: v.to(device) for k, v in student.tokenize([train_pairs[i][1] for i in indices]).items()}
-        s_tokens, s_sentence = model(features)
-        s_mask = ot_mask(features["input_ids"], features["attention_mask"], student_special,
-                         recipe.ot.drop_special_tokens, prefix_length)
+    def teacher_states(self, indices: list[int]) -> TeacherOutput:
+        """The cached teacher outputs of training pairs `indices`, padded: tokens [B, n, D]."""
+        return self.store.batch(indices, self.device)
+
+    def forward(self, indices: list[int], teacher: TeacherOutput | None = None) -> DistillBatch:
+        """Everything the losses read for pairs `indices`: teacher states (`teacher`, else from
+        the store), the student's token and sentence states of the other side (and of the
+        English side when a loss asks), OT masks and token masses."""
+        t = teacher if teacher is not None else self.teacher_states(indices)
+        drop = self.recipe.ot.drop_special_tokens
+        t_mask = ot_mask(t.input_ids, t.attention_mask, self.teacher_special, drop)
+        features = {k: v.to(self.device)
+                    for k, v in self.student.tokenize([self.train_pairs[i][1] for i in indices]).items()}
+        s_tokens, s_sentence = self.model(features)
+        s_mask = ot_mask(features["input_ids"], features["attention_mask"], self.student_special, drop,
+                         self.prefix_length)
         s_sentence_en = None
-        if objective.needs_english_student:
-            en_features = {k: v.to(device) for k, v in student.tokenize([train_pairs[i][0] for i in indices]).items()}
-            s_sentence_en = model(en_features)[1]
-        batch = DistillBatch(
+        if self.objective.needs_english_student:
+            en_features = {k: v.to(self.device)
+                           for k, v in self.student.tokenize([self.train_pairs[i][0] for i in indices]).items()}
+            s_sentence_en = self.model(en_features)[1]
+        return DistillBatch(
             teacher_tokens=t.token_states, teacher_mask=t_mask, teacher_sentence=t.sentence,
             student_tokens=s_tokens, student_mask=s_mask, student_sentence=s_sentence,
             student_sentence_en=s_sentence_en,
-            teacher_masses=idf_masses(t.input_ids, t_mask, teacher_idf) if teacher_idf is not None else None,
-            student_masses=idf_masses(features["input_ids"], s_mask, student_idf) if student_idf is not None else None,
+            teacher_masses=idf_masses(t.input_ids, t_mask, self.teacher_idf) if self.teacher_idf is not None else None,
+            student_masses=(idf_masses(features["input_ids"], s_mask, self.student_idf)
+                            if self.student_idf is not None else None),
         )
-        return objective(batch)
 
-    # -- train
-    losses: list[float] = []
-    last_checkpoint = checkpoint
-    model.train()
-    bar = tqdm(total=total_steps, initial=start_step, disable=not progress, desc="distill", unit="step")
-    started = time.perf_counter()
-    for step in range(start_step + 1, total_steps + 1):
+    def train_step(self, step: int, last_checkpoint=None) -> tuple[float, dict[str, float]]:
+        """Optimizer step `step` (1-based): `grad_accum` micro-batches forward and backward,
+        then clip and update. Returns the step's loss and its parts (averaged over micro-batches)."""
+        cfg, accelerator = self.cfg, self.accelerator
         # Saving a checkpoint or scoring the held-out pairs leaves the encoder in eval mode
         # (sentence-transformers' save/encode call .eval()): dropout must be back on.
-        model.train()
+        self.model.train()
         step_loss, parts_sum = 0.0, {}
         for accum in range(cfg.grad_accum):
             k = (step - 1) * cfg.grad_accum + accum
             with accelerator.autocast():
-                loss, parts = compute_loss(micro_batch_indices(k))
+                loss, parts = self.objective(self.forward(self.micro_batch_indices(k)))
             if not torch.isfinite(loss):
                 where_ok = last_checkpoint or "none written yet"
                 raise OpticalError(f"loss became {float(loss.detach())} at step {step} ({parts}); stopped. "
                                    f"Last good checkpoint: {where_ok}. Try a lower train.lr or a larger ot.epsilon")
             if accum < cfg.grad_accum - 1:
-                with accelerator.no_sync(model):
+                with accelerator.no_sync(self.model):
                     accelerator.backward(loss / cfg.grad_accum)
             else:
                 accelerator.backward(loss / cfg.grad_accum)
             step_loss += float(loss.detach()) / cfg.grad_accum
             for name, value in parts.items():
                 parts_sum[name] = parts_sum.get(name, 0.0) + value / cfg.grad_accum
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(step_loss)
-        elapsed = time.perf_counter() - started
-        rate = (step - start_step) * pairs_per_step / max(elapsed, 1e-9)
-        bar.set_postfix(loss=f"{step_loss:.4f}", pairs_s=f"{rate:.1f}")
-        bar.update(1)
-        if main:
-            _log(log_path, {"step": step, "loss": step_loss, **parts_sum, "lr": scheduler.get_last_lr()[0],
-                            "pairs_per_s": rate})
-        if cfg.eval_every and step % cfg.eval_every == 0 and main and heldout:
-            metrics = heldout_metrics(accelerator.unwrap_model(model), heldout, heldout_teacher)
-            _log(log_path, {"step": step, "heldout": metrics})
-            say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == total_steps):
-            # every rank checks (the weights are the same on all), so all stop together
-            check_finite(accelerator.unwrap_model(model), step, last_checkpoint)
-            accelerator.wait_for_everyone()
-            if main:
-                last_checkpoint = save_checkpoint(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                                                  {"loss": step_loss})
-    bar.close()
+        self.optimizer_step()
+        return step_loss, parts_sum
 
-    # -- final student
-    accelerator.wait_for_everyone()
-    final = accelerator.unwrap_model(model)
-    check_finite(final, total_steps, last_checkpoint)
-    write_rank_hash(final, accelerator.process_index)
-    student_dir = run_dir / "student"
-    metrics = {}
-    if main:
-        save_student(final, student_dir)
-        metrics = heldout_metrics(final, heldout, heldout_teacher)
-        summary = {"steps": total_steps, "pairs": len(bitext.pairs), "train_pairs": n_train,
-                   "heldout_pairs": len(heldout), "skipped_lines": len(bitext.bad),
-                   "truncated": truncated,
-                   "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-                   "warm_start": warm_report, "heldout": metrics,
-                   "seconds": round(time.perf_counter() - started, 2)}
-        _log(log_path, {"step": total_steps, "heldout": metrics, "final": True})
-        # metrics.json last: its presence marks the run finished (`resume` then does nothing)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
-        say(f"student saved to {student_dir}")
-    return DistillResult(run_dir, student_dir, total_steps, losses, metrics, warm_report)
+    def optimizer_step(self) -> None:
+        """Clip the gradient norm, update, advance the schedule, clear the gradients."""
+        if self.cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ train and save
+
+    def train(self) -> list[float]:
+        """Steps start_step+1 … total_steps with logging, held-out checks and checkpoints."""
+        cfg, accelerator, main = self.cfg, self.accelerator, self.main
+        losses: list[float] = []
+        self.last_checkpoint = self.checkpoint
+        self.model.train()
+        bar = tqdm(total=self.total_steps, initial=self.start_step, disable=not self.progress, desc="distill",
+                   unit="step")
+        self.started = time.perf_counter()
+        for step in range(self.start_step + 1, self.total_steps + 1):
+            step_loss, parts = self.train_step(step, self.last_checkpoint)
+            losses.append(step_loss)
+            rate = (step - self.start_step) * self.pairs_per_step / max(time.perf_counter() - self.started, 1e-9)
+            bar.set_postfix(loss=f"{step_loss:.4f}", pairs_s=f"{rate:.1f}")
+            bar.update(1)
+            if main:
+                append_log(self.log_path, {"step": step, "loss": step_loss, **parts,
+                                           "lr": self.scheduler.get_last_lr()[0], "pairs_per_s": rate})
+            if cfg.eval_every and step % cfg.eval_every == 0 and main and self.heldout:
+                metrics = heldout_metrics(accelerator.unwrap_model(self.model), self.heldout, self.heldout_teacher)
+                append_log(self.log_path, {"step": step, "heldout": metrics})
+                self.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == self.total_steps):
+                # every rank checks (the weights are the same on all), so all stop together
+                check_finite(accelerator.unwrap_model(self.model), step, self.last_checkpoint)
+                accelerator.wait_for_everyone()
+                if main:
+                    self.last_checkpoint = save_checkpoint(self.run_dir, step, accelerator.unwrap_model(self.model),
+                                                           self.optimizer, self.scheduler, {"loss": step_loss})
+        bar.close()
+        return losses
+
+    def final_model(self) -> Student:
+        """The trained student, unwrapped from accelerate (identical on every process)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def save(self, losses: list[float]) -> DistillResult:
+        """The student folder, the final held-out check, and metrics.json (written last: its
+        presence marks the run finished, so `resume` then does nothing)."""
+        self.accelerator.wait_for_everyone()
+        final = self.final_model()
+        check_finite(final, self.total_steps, self.last_checkpoint)
+        student_dir = self.run_dir / "student"
+        metrics = {}
+        if self.main:
+            save_student(final, student_dir)
+            metrics = heldout_metrics(final, self.heldout, self.heldout_teacher)
+            summary = {"steps": self.total_steps, "pairs": len(self.bitext.pairs), "train_pairs": len(self.train_pairs),
+                       "heldout_pairs": len(self.heldout), "skipped_lines": len(self.bitext.bad),
+                       "truncated": self.truncated,
+                       "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+                       "warm_start": self.warm_report, "heldout": metrics,
+                       "seconds": round(time.perf_counter() - self.started, 2)}
+            append_log(self.log_path, {"step": self.total_steps, "heldout": metrics, "final": True})
+            atomic_write_text(self.run_dir / "metrics.json", json.dumps(summary, indent=2))
+            self.say(f"student saved to {student_dir}")
+        return DistillResult(self.run_dir, student_dir, self.total_steps, losses, metrics, self.warm_report)
