@@ -120,25 +120,28 @@ def recipes_show(
 @app.command("eval")
 @handles_errors
 def eval_command(
-    task: str = typer.Option("beir", help="beir, mmarco, wikiclir, bitext or captions."),
+    run: Optional[Path] = typer.Argument(None, help="Run directory: evaluate as its recipe's eval: section says "
+                                                      "(any flag below overrides it); results go to RUN/eval-<task>."),
+    task: Optional[str] = typer.Option(None, help="beir, mmarco, wikiclir, bitext or captions (default beir)."),
     lang: Optional[str] = typer.Option(None, help="Target language code (mmarco, wikiclir; names bitext tasks)."),
     path: Optional[Path] = typer.Option(None, help="BEIR folder (beir), pairs TSV (bitext) or hf:NAME (mmarco from the hub)."),
     split: Optional[str] = typer.Option(None, help="qrels split: test (beir), dev/small (mmarco)."),
     student: Optional[Path] = typer.Option(None, help="Run directory (student/ + recipe.yaml) or sentence-transformers folder."),
     teacher: Optional[str] = typer.Option(None, help="Teacher bi-encoder spec (overrides the run's recipe)."),
-    query_encoder: str = typer.Option("student", help="student, teacher, or any model spec."),
-    doc_encoder: str = typer.Option("student", help="student, teacher, or any model spec."),
+    query_encoder: Optional[str] = typer.Option(None, help="student, teacher, or any model spec (default: teacher "
+                                                         "for a run directory with a teacher, OPTICAL's setting; else student)."),
+    doc_encoder: Optional[str] = typer.Option(None, help="student, teacher, or any model spec (default student)."),
     metrics: List[str] = typer.Option([], help="ir-measures names, repeatable or comma-separated."),
     out: Optional[Path] = typer.Option(None, help="Write metrics.json, report.md, per_query.json, run.*.trec here."),
     max_corpus: Optional[int] = typer.Option(None, help="Sub-sample the corpus (judged docs always kept)."),
     queries_lang: str = typer.Option("target", help="mmarco queries: target or en."),
-    index: str = typer.Option("flat", help="flat, ivf:nlist=N,nprobe=N or hnsw:M=N,efSearch=N."),
+    index: Optional[str] = typer.Option(None, help="flat (default), ivf:nlist=N,nprobe=N or hnsw:M=N,efSearch=N."),
     perturb: List[str] = typer.Option([], help="strip-diacritics, lowercase or typos:RATE; repeatable."),
     perturb_side: str = typer.Option("queries", help="queries, docs or both."),
     passages: Optional[str] = typer.Option(None, metavar="WINDOW:STRIDE:AGG",
                                            help="Score documents from token windows, e.g. 256:128:max (AGG: max, mean, first)."),
     doc_max_length: Optional[int] = typer.Option(None, help="Tokens the document encoder reads (overrides its max_seq_length)."),
-    batch_size: int = typer.Option(64, help="Encoding batch size."),
+    batch_size: Optional[int] = typer.Option(None, help="Encoding batch size (default 64)."),
     seed: int = typer.Option(0, help="Seed for sub-sampling and perturbations."),
     cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache (default $OPTICAL_CACHE/embeddings)."),
     compare: Optional[Tuple[Path, Path]] = typer.Option(None, metavar="RUN_A RUN_B",
@@ -154,21 +157,29 @@ def eval_command(
                             for r in (run_a, run_b))
         typer.echo(format_comparison(compare_runs(run_a, run_b), label_a, label_b))
         return
+    from optical.eval.retrieval import eval_options
+
+    options, student, out = eval_options(
+        {"task": task, "path": path, "split": split, "lang": lang, "query_encoder": query_encoder,
+         "doc_encoder": doc_encoder, "max_corpus": max_corpus, "index": index, "batch_size": batch_size,
+         "metrics": [m for item in metrics for m in item.split(",")] or None}, run, student, out)
+    task = options["task"]
     if task == "captions":
         if passages is not None or doc_max_length is not None:
             fail("--passages and --doc-max-length apply to retrieval tasks, not --task captions")
-        captions_eval(path, student, teacher, lang, out, batch_size)
+        captions_eval(options.get("path"), student, teacher, options.get("lang"), out, options["batch_size"])
         return
     from optical.eval.retrieval import evaluate, format_report
 
-    report = evaluate(task, path=path, lang=lang, split=split, student=student, teacher=teacher,
-                      query_encoder=query_encoder, doc_encoder=doc_encoder,
-                      metrics=[m for item in metrics for m in item.split(",")] or None, out=out,
-                      max_corpus=max_corpus, queries_lang=queries_lang, index=index,
-                      perturb=perturb, perturb_side=perturb_side, batch_size=batch_size, seed=seed,
+    report = evaluate(task, path=options.get("path"), lang=options.get("lang"), split=options.get("split"),
+                      student=student, teacher=teacher, query_encoder=options["query_encoder"],
+                      doc_encoder=options["doc_encoder"], metrics=options.get("metrics"), out=out,
+                      max_corpus=options.get("max_corpus"), queries_lang=queries_lang, index=options["index"],
+                      perturb=perturb, perturb_side=perturb_side, batch_size=options["batch_size"], seed=seed,
                       cache_dir=cache_dir, show_progress=sys.stderr.isatty(), passages=passages,
                       max_length=doc_max_length)
     typer.echo(format_report(report))
+
 
 def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
                   out: Optional[Path], batch_size: int) -> None:

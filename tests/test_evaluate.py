@@ -127,6 +127,28 @@ def run_dir(tmp_path, tiny_teacher_st, monkeypatch) -> Path:
     return run
 
 
+def test_eval_run_dir_runs_the_recipes_eval_section(tmp_path, beir_folder, run_dir):
+    """`optical eval RUN_DIR`: the recipe's eval: section, OPTICAL's setting, flags override."""
+    recipe = run_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text() + f"eval:\n  path: {beir_folder}\n  metrics: [RR@10, R@10]\n")
+    result = runner.invoke(app, ["eval", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "eval-beir" / "metrics.json").read_text())
+    toy = report["tasks"]["toy"]
+    assert list(toy["metrics"]) == ["RR@10", "R@10"]
+    assert (toy["query_encoder"], toy["doc_encoder"]) == ("teacher", "student")
+    # a flag beats the recipe; the default out folder is the run's
+    result = runner.invoke(app, ["eval", str(run_dir), "--metrics", "nDCG@10", "--query-encoder", "student",
+                                 "--out", str(tmp_path / "flags")])
+    assert result.exit_code == 0, result.output
+    toy = json.loads((tmp_path / "flags" / "metrics.json").read_text())["tasks"]["toy"]
+    assert list(toy["metrics"]) == ["nDCG@10"] and toy["query_encoder"] == "student"
+    twice = runner.invoke(app, ["eval", str(run_dir), "--student", str(run_dir)])
+    assert twice.exit_code == 2 and twice.output.strip() == "error: give the run directory once: RUN_DIR or --student RUN_DIR"
+    missing = runner.invoke(app, ["eval", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "run directory not found" in missing.output
+
+
 def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
     out = tmp_path / "out"
     args = ["eval", "--task", "beir", "--path", str(beir_folder), "--student", str(run_dir),

@@ -86,6 +86,50 @@ class _Scorer:
         return means
 
 
+def recipe_eval_options(recipe) -> dict:
+    """:func:`evaluate` keyword arguments from a recipe's ``eval:`` section: what
+    ``optical eval RUN_DIR`` runs for a finished run.
+
+    >>> from optical.recipe import recipe_from_dict
+    >>> options = recipe_eval_options(recipe_from_dict({"eval": {"path": "data/vi/clir", "index": "ivf"}}))
+    >>> options["query_encoder"], options["doc_encoder"], options["index"]
+    ('teacher', 'student', 'ivf:nlist=1024,nprobe=16')
+    """
+    e = recipe.eval
+    index = {"flat": "flat", "ivf": f"ivf:nlist={e.nlist},nprobe={e.nprobe}", "hnsw": f"hnsw:M={e.hnsw_m}"}[e.index]
+    return {"task": e.task, "path": e.path, "split": e.split, "lang": recipe.lang, "metrics": list(e.metrics),
+            "query_encoder": e.query_encoder, "doc_encoder": e.doc_encoder, "max_corpus": e.max_corpus,
+            "index": index, "batch_size": e.batch_size}
+
+
+#: what `optical eval` uses where neither a flag nor the run's recipe says
+EVAL_DEFAULTS = {"task": "beir", "index": "flat", "batch_size": 64, "doc_encoder": "student"}
+
+
+def eval_options(given: dict, run: str | Path | None = None, student: str | Path | None = None,
+                 out: str | Path | None = None) -> tuple[dict, str | Path | None, Path | None]:
+    """The settings of one `optical eval`: each flag `given` (None = not given), else the
+    run directory's recipe ``eval:`` section, else :data:`EVAL_DEFAULTS`. The query encoder
+    defaults to the teacher when the student comes from a run directory (OPTICAL's setting:
+    English queries through the teacher), else to the student. Returns (options, student,
+    out); `out` defaults to ``RUN/eval-<task>`` for a run."""
+    from optical.run_dir import is_run_dir, load_run
+
+    options = dict(EVAL_DEFAULTS)
+    if run is not None:
+        if student is not None:
+            raise OpticalError("give the run directory once: RUN_DIR or --student RUN_DIR")
+        recipe, _ = load_run(run)
+        options.update(recipe_eval_options(recipe))
+        student = run
+    options.update({k: v for k, v in given.items() if v is not None})
+    if options.get("query_encoder") is None:
+        options["query_encoder"] = "teacher" if student is not None and is_run_dir(student) else "student"
+    if run is not None and out is None:
+        out = Path(run) / f"eval-{options['task']}"
+    return options, student, Path(out) if out is not None else None
+
+
 def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | None = None,
              split: str | None = None, student: str | Path | None = None, teacher: str | None = None,
              query_encoder: str = "student", doc_encoder: str = "student",

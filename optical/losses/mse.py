@@ -17,6 +17,16 @@ class SentenceMSELoss(nn.Module):
     pulled there too, which keeps the student's English usable (as in Reimers & Gurevych,
     "Making Monolingual Sentence Embeddings Multilingual using Knowledge Distillation",
     EMNLP 2020).
+
+    >>> import torch
+    >>> from optical.losses.base import DistillBatch
+    >>> teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> batch = DistillBatch(teacher_tokens=teacher[:, None], teacher_mask=torch.ones(2, 1, dtype=torch.bool),
+    ...                      teacher_sentence=teacher, student_tokens=teacher[:, None],
+    ...                      student_mask=torch.ones(2, 1, dtype=torch.bool), student_sentence=teacher * 0.5,
+    ...                      student_sentence_en=teacher)
+    >>> SentenceMSELoss()(batch)        # (0.5² + 0²) / 2 for the other side, 0 for the English side
+    tensor(0.1250)
     """
 
     def __init__(self, english: bool = True):
