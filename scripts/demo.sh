@@ -34,7 +34,7 @@ stamp "4/5 evaluation: English queries (teacher) → Vietnamese help pages (stud
 
 stamp "5/5 evaluation: bitext retrieval on held-out pages, both directions"
 "$PY" -m optical eval --task bitext --path data/vi/test.tsv --lang vi --student "$RUN" \
-  --out "$RUN/eval-bitext" > /dev/null
+  --query-encoder student --doc-encoder student --out "$RUN/eval-bitext" > /dev/null
 
 stamp "done"
 echo
