@@ -28,7 +28,6 @@ so the peak includes optimizer state, gradients and activations.
 from __future__ import annotations
 
 import argparse
-
 import gc
 import json
 import random
@@ -43,8 +42,17 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks._common import (base_parser, machine_info, markdown_table, mib, out_dir, PeakMemory,  # noqa: E402
-                                pick_device, synchronize, write_results)
+from benchmarks._common import (  # noqa: E402
+    PeakMemory,
+    base_parser,
+    machine_info,
+    markdown_table,
+    mib,
+    out_dir,
+    pick_device,
+    synchronize,
+    write_results,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER = "packaged:all-minilm-l6-v2"

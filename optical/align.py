@@ -456,8 +456,10 @@ def render_html(pair: PairPlan, path: str | Path, title: str = "") -> Path:
             f"<p>Rows: teacher tokens (English); columns: student tokens.</p><div class=panels>"
             f"<div><h3>cost (dark = low)</h3>{cost}</div>"
             f"<div><h3>plan, % of total mass (dark = more)</h3>{plan}</div></div></body></html>\n")
+    from optical.files import atomic_write_text
+
     path = Path(path)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return path
 
 

@@ -241,7 +241,9 @@ def align_command(
     report = align.diagnose(aligner, sample, batch_size)
     typer.echo(align.format_report(report))
     if json_out is not None:
-        json_out.write_text(align.to_json(report), encoding="utf-8")
+        from optical.files import atomic_write_text
+
+        atomic_write_text(json_out, align.to_json(report))
 
 
 def main() -> None:

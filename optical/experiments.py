@@ -43,8 +43,8 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from optical.eval.compare import paired_t_test, permutation_test
 from optical.errors import OpticalError, where
+from optical.eval.compare import paired_t_test, permutation_test
 
 GRID_KEYS = ("name", "recipe", "data", "languages", "seeds", "budgets", "baseline", "metric", "variants", "out",
              "set", "keep_students")
@@ -422,7 +422,7 @@ def collect(grid: Grid) -> dict:
               "rows": rows}
     out = Path(grid.out)
     out.mkdir(parents=True, exist_ok=True)
-    from optical.training.checkpoint import atomic_write_text
+    from optical.files import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "results.md", format_table(result) + "\n")

@@ -185,10 +185,11 @@ def evaluate_captions(jsonl: str | Path, student, teacher_model: str | None = No
         "metrics": student_metrics, "teacher_en": teacher_metrics, "gap": gap,
     }
     if out_dir is not None:
+        from optical.files import atomic_write_text
+
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        (out / "report.md").write_text(format_captions_report(report), encoding="utf-8")
+        atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
+        atomic_write_text(out / "report.md", format_captions_report(report))
     return report
 
 

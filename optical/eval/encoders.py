@@ -67,10 +67,10 @@ class TeacherEncoder:
     """Adapter around ``optical.models.teacher.load_teacher`` objects (CLIP, cross-encoder, …)."""
 
     def __init__(self, kind: str, model: str | None, max_length: int | None):
+        import torch
+
         from optical.models import teacher as teacher_module  # lazy: heavy, and optional here
         from optical.models.sources import resolve_model
-
-        import torch
 
         options = {"max_length": max_length} if max_length else {}  # else the kind's default
         if torch.cuda.is_available():

@@ -63,9 +63,10 @@ def compute(measures: list, qrels: dict, run: dict) -> tuple[dict[str, float], d
 
 def write_trec_run(run: dict[str, dict[str, float]], path: str | Path, tag: str = "optical") -> Path:
     """Write a TREC run file: ``qid Q0 docid rank score tag``, best first."""
+    from optical.files import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for qid, docs in run.items():
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
             for rank, (docid, score) in enumerate(ranked, start=1):

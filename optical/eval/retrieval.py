@@ -16,15 +16,15 @@ import json
 import re
 from pathlib import Path
 
-
 from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
 from optical.data.tasks import RetrievalTask, load_task
-from optical.eval.encoders import EncoderFactory, embedding_key, encode_cached, encode_texts
 from optical.errors import OpticalError, writing
+from optical.eval.encoders import EncoderFactory, embedding_key, encode_cached, encode_texts
 from optical.eval.index import build_index, load_index, parse_index_spec, save_index, search
 from optical.eval.metrics import compute, parse_metrics, search_depth, write_trec_run
 from optical.eval.passages import parse_max_length, parse_passages, split_corpus, with_max_length
 from optical.eval.perturb import parse_perturbation
+from optical.files import atomic_write_text
 
 PERTURB_SIDES = ("queries", "docs", "both")
 
@@ -218,12 +218,9 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
                                 doc_max_length=max_length),
                   tasks=results)
     if out_dir is not None:
-        with writing(out_dir):
-            (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n",
-                                                  encoding="utf-8")
-            (out_dir / "per_query.json").write_text(json.dumps(score.per_query, ensure_ascii=False) + "\n",
-                                                    encoding="utf-8")
-            (out_dir / "report.md").write_text(format_report(report), encoding="utf-8")
+        atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(out_dir / "per_query.json", json.dumps(score.per_query, ensure_ascii=False) + "\n")
+        atomic_write_text(out_dir / "report.md", format_report(report))
     return report
 
 

@@ -43,8 +43,16 @@ from optical.ot.masks import ot_mask
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
 from optical.recipe import Recipe
 from optical.run_dir import append_log, check_run_dir, check_writable, clear_run_dir, truncate_log
-from optical.training.checkpoint import (first_non_finite, latest_checkpoint, load_trainer_state, remove_leftovers,
-                                         restore_optimizer, restore_rng_state, save_checkpoint, save_student)
+from optical.training.checkpoint import (
+    first_non_finite,
+    latest_checkpoint,
+    load_trainer_state,
+    remove_leftovers,
+    restore_optimizer,
+    restore_rng_state,
+    save_checkpoint,
+    save_student,
+)
 from optical.training.teacher_store import TeacherStore
 from optical.training.warm_start import warm_start, warm_start_cache, warm_start_sample
 
