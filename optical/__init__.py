@@ -8,7 +8,8 @@ Public API (imported lazily, so `optical --help` does not load torch):
     report = evaluate("beir", path="data/vi/clir", student=result.run_dir,
                       query_encoder="teacher", doc_encoder="student")
 
-The functions live in `optical.recipe`, `optical.training.loop` and `optical.eval.retrieval`.
+The functions live in `optical.recipe`, `optical.training.loop` (`distill`, the step-by-step
+`Distiller`), `optical.run_dir` (`load_run`) and `optical.eval.retrieval` (`evaluate`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _EXPORTS = {
     "load_recipe": "optical.recipe",
     "Recipe": "optical.recipe",
     "distill": "optical.training.loop",
+    "Distiller": "optical.training.loop",
+    "load_run": "optical.run_dir",
     "evaluate": "optical.eval.retrieval",
     "Student": "optical.models.student",
     "Teacher": "optical.models.teacher",

@@ -99,9 +99,10 @@ def models_prepare(
 @handles_errors
 def recipes_list() -> None:
     """Table of the shipped recipes: language, task, teacher, student, losses."""
+    from optical.recipe import load_recipe
     from optical.recipe_files import list_recipes, recipe_table
 
-    typer.echo(recipe_table(list_recipes()))
+    typer.echo(recipe_table([(entry, load_recipe(entry.path)) for entry in list_recipes()]))  # each one validated
 
 
 @recipes_app.command("show")

@@ -59,13 +59,10 @@ def find_recipe(name: str, folder: Path | None = None) -> Path:
     raise OpticalError(f"unknown recipe {name!r} (shipped: {known})")
 
 
-def recipe_table(entries: list[RecipeEntry]) -> str:
-    """Plain-text table: language, task, teacher, student, losses (each file validated)."""
-    from optical.recipe import load_recipe
-
+def recipe_table(recipes: list[tuple[RecipeEntry, object]]) -> str:
+    """Plain-text table of (entry, its loaded Recipe): language, task, teacher, student, losses."""
     rows = [("language", "task", "teacher", "student", "losses")]
-    for entry in entries:
-        recipe = load_recipe(entry.path)
+    for entry, recipe in recipes:
         losses = ",".join(f"{t.name}:{t.weight:g}" for t in recipe.loss)
         rows.append((entry.lang, entry.task, f"{recipe.teacher.kind}:{recipe.teacher.model_spec}",
                      recipe.student.model, losses))

@@ -57,6 +57,15 @@ def test_package_exports_are_the_functions_in_either_import_order():
         print("ok")
     """)
     assert out.strip() == "ok"
+    out = run_python("""
+        import inspect
+        import optical.training.loop, optical.run_dir, optical.eval.retrieval  # subpackages never shadow names
+        from optical import distill, Distiller, load_run, evaluate
+        assert inspect.isfunction(distill) and inspect.isfunction(load_run) and inspect.isfunction(evaluate)
+        assert Distiller is optical.training.loop.Distiller
+        print("ok")
+    """)
+    assert out.strip() == "ok"
 
 
 # ------------------------------------------------------------------------ load_recipe
