@@ -150,9 +150,11 @@ def eval_command(
 ) -> None:
     """Evaluate retrieval (or compare two evaluations query by query)."""
     if compare:
-        from optical.eval.compare import compare_runs, format_comparison
+        from optical.eval.compare import compare_runs, format_comparison, setting_differences
 
         run_a, run_b = compare
+        for note in setting_differences(run_a, run_b):  # the model may not be what changed
+            typer.echo(f"warning: the two evaluations differ in {note}", err=True)
         # runs/x/eval-clir vs runs/y/eval-clir: name them x/eval-clir and y/eval-clir
         label_a, label_b = ((f"{r.parent.name}/{r.name}" if run_a.name == run_b.name else r.name)
                             for r in (run_a, run_b))

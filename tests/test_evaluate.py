@@ -91,6 +91,41 @@ def test_compare_toy_runs(tmp_path):
     assert "| toy | nDCG@10 | 8 | 0.2625 | 0.6500 | +0.3875 |" in result.output
 
 
+def test_permutation_test_is_exact_on_small_samples_and_holm_corrects_over_metrics(tmp_path):
+    import itertools
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random(10), rng.random(10) + 0.2
+    diff = b - a
+    flips = np.array(list(itertools.product([-1.0, 1.0], repeat=10)))
+    exact = np.mean(np.abs((flips * diff).mean(1)) >= abs(diff.mean()) - 1e-12)
+    assert permutation_test(a, b) == pytest.approx(exact)  # 1,024 patterns ≤ 10,000 rounds: enumerated
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        (tmp_path / name).mkdir()
+        values = {f"q{i}": float(v + shift * (i % 3 == 0)) for i, v in enumerate(a)}
+        per = {"toy": {"nDCG@10": values, "RR@10": values, "R@10": {q: 0.5 for q in values}}}
+        (tmp_path / name / "per_query.json").write_text(json.dumps(per))
+    rows = compare_runs(tmp_path / "a", tmp_path / "b")
+    by_metric = {r["metric"]: r for r in rows}
+    smallest = min(r["p_perm"] for r in rows)
+    assert min(r["p_holm"] for r in rows) == pytest.approx(min(1.0, 3 * smallest))
+    assert all(r["p_holm"] >= r["p_perm"] for r in rows) and by_metric["R@10"]["p_holm"] == 1.0
+
+
+def test_compare_warns_when_the_evaluations_differ_besides_the_model(tmp_path):
+    for name, max_corpus, size in (("a", None, 12), ("b", 5, 5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": {"q0": 0.5, "q1": 0.2}}}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps(
+            {"settings": {"task": "beir", "max_corpus": max_corpus, "index": "flat"},
+             "tasks": {"toy": {"corpus_size": size, "n_queries": 2}}}))
+    result = runner.invoke(app, ["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the two evaluations differ in max_corpus: None vs 5" in result.output
+    assert "warning: the two evaluations differ in toy.corpus_size: 12 vs 5" in result.output
+    assert "p (perm., Holm)" in result.output
+
+
 # ---------------------------------------------------------------- end to end on tiny models
 
 PAIRS = [line.split("\t") for line in
