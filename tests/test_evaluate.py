@@ -184,6 +184,19 @@ def test_eval_run_dir_runs_the_recipes_eval_section(tmp_path, beir_folder, run_d
     assert missing.exit_code == 2 and "run directory not found" in missing.output
 
 
+def test_perturbation_that_changes_nothing_says_so(tmp_path, beir_folder, run_dir):
+    """English queries have no diacritics: a 0.0000 drop would read as robustness."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", "--path", str(beir_folder), "--student", str(run_dir), "--out", str(out),
+                                 "--perturb", "strip-diacritics", "--perturb", "lowercase",
+                                 "--perturb-side", "queries", "--metrics", "RR@10"])
+    assert result.exit_code == 0, result.output
+    toy = json.loads((out / "metrics.json").read_text())["tasks"]["toy"]
+    assert toy["perturbed"]["strip-diacritics"] == {"side": "queries", "unchanged": True}
+    assert "drop" in toy["perturbed"]["lowercase"]  # the English queries do have capitals
+    assert "Perturbation skipped: `strip-diacritics` changes no text on the queries side" in result.output
+
+
 def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
     out = tmp_path / "out"
     args = ["eval", "--task", "beir", "--path", str(beir_folder), "--student", str(run_dir),

@@ -202,6 +202,10 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
                 queries = {q: change(t) for q, t in queries.items()}
             if side in ("docs", "both"):
                 corpus = {d: change(t) for d, t in corpus.items()}
+            if queries == item.queries and corpus == item.corpus:
+                # e.g. strip-diacritics on English queries: a 0.0000 drop would read as robustness
+                perturbed[spec] = dict(side=side, unchanged=True)
+                continue
             values = score(f"{item.name}[{spec}]", item, queries, corpus, q_enc, d_enc)
             perturbed[spec] = dict(side=side, metrics=values,
                                    drop={m: clean[m] - values[m] for m in clean})
@@ -248,10 +252,15 @@ def format_report(report: dict) -> str:
         if "english" in entry:
             lines += [row("English corpus (teacher)", entry["english"]),
                       row("gap (English − target)", entry["language_gap"], signed=True)]
+        unchanged = [f"`{spec}` changes no text on the {variant['side']} side (nothing measured)"
+                     for spec, variant in entry.get("perturbed", {}).items() if variant.get("unchanged")]
         for spec, variant in entry.get("perturbed", {}).items():
+            if variant.get("unchanged"):
+                continue
             lines += [row(f"{spec} ({variant['side']})", variant["metrics"]),
                       row(f"drop ({spec})", variant["drop"], signed=True)]
         if "language_gap_skipped" in entry:
             lines += ["", f"Language gap skipped: {entry['language_gap_skipped']}."]
+        lines += ["", *(f"Perturbation skipped: {note}." for note in unchanged)] if unchanged else []
         lines.append("")
     return "\n".join(lines)
