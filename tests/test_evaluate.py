@@ -197,6 +197,35 @@ def test_perturbation_that_changes_nothing_says_so(tmp_path, beir_folder, run_di
     assert "Perturbation skipped: `strip-diacritics` changes no text on the queries side" in result.output
 
 
+def test_download_tasks_offline_fail_in_one_line_and_check_the_student_first(tmp_path, monkeypatch, run_dir):
+    import requests
+
+    from optical.data import tasks
+
+    monkeypatch.setenv("OPTICAL_CACHE", str(tmp_path / "cache"))
+
+    def offline(dataset_id):
+        raise requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded (Failed to resolve)")
+
+    monkeypatch.setattr(tasks, "_ir_dataset", offline)
+    for task in ("mmarco", "wikiclir"):
+        result = runner.invoke(app, ["eval", "--task", task, "--lang", "vi", "--student", str(run_dir)])
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [
+            result.output.strip()] and "download failed (cannot reach huggingface.co)" in result.output
+
+    def must_not_download(dataset_id):
+        raise AssertionError("downloaded before checking --student")
+
+    monkeypatch.setattr(tasks, "_ir_dataset", must_not_download)
+    missing = runner.invoke(app, ["eval", "--task", "mmarco", "--lang", "vi", "--student", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "student run directory or model folder not found" in missing.output
+    no_teacher = runner.invoke(app, ["eval", "--task", "mmarco", "--lang", "vi", "--student", str(run_dir / "student"),
+                                     "--query-encoder", "teacher"])
+    assert no_teacher.exit_code == 2 and "--query-encoder teacher needs" in no_teacher.output
+
+
 def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
     out = tmp_path / "out"
     args = ["eval", "--task", "beir", "--path", str(beir_folder), "--student", str(run_dir),

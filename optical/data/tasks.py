@@ -9,6 +9,7 @@ Loaders are registered in :data:`TASKS` (name → function); ``captions`` will j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -215,12 +216,45 @@ def _cached_conversion(key: str, build: Callable[[], tuple], cache_dir: Path | N
     folder = _cache_root(cache_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", key)
     if (folder / ".done").is_file():
         return folder
-    queries, corpus, qrels, corpus_en = build()
+    with _download_errors(key):
+        queries, corpus, qrels, corpus_en = build()
     if not corpus:
         raise OpticalError(f"{key}: corpus is empty")
     write_beir(folder, queries, corpus, qrels, corpus_en=corpus_en)
     (folder / ".done").write_text("ok\n")
     return folder
+
+
+@contextlib.contextmanager
+def _download_errors(key: str):
+    """A failed download (no network, host unknown, refused) becomes one OpticalError line;
+    ir_datasets' own retry chatter on the way there is kept off the terminal."""
+    import logging
+    import socket
+    import urllib.error
+
+    network = [urllib.error.URLError, socket.gaierror, socket.timeout, ConnectionError]
+    try:
+        import requests
+
+        network.append(requests.exceptions.RequestException)
+    except ImportError:
+        pass
+    # ir_datasets makes its loggers lazily, each at INFO with its own handler: only the
+    # process-wide switch keeps its retries quiet
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    except tuple(network) as err:
+        text = str(err)
+        host = re.search(r"host='([^']+)'", text)
+        reason = (f"cannot reach {host.group(1)}" if host else text.splitlines()[0][:160]) if text else type(err).__name__
+        raise OpticalError(f"{key}: download failed ({reason}); it needs the network once (the converted "
+                           f"set is then cached under {_cache_root(None)}), or give --task beir --path "
+                           f"with a local BEIR folder") from None
+    finally:
+        logging.disable(previous)
 
 
 def _ir_dataset(dataset_id: str):

@@ -155,6 +155,14 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
     passage_spec = parse_passages(passages)
     max_length = parse_max_length(max_length)
     index_spec = parse_index_spec(index)
+    # the models are checked before any download: a wrong --student fails in a second, not an hour
+    encoders = EncoderFactory(student, teacher)
+    for role, spec in (("--query-encoder", query_encoder), ("--doc-encoder", doc_encoder)):
+        if spec == "teacher" and not encoders.has_teacher():
+            raise OpticalError(f"{role} teacher needs --student RUN_DIR with a recipe.yaml teacher section, "
+                               f"or --teacher MODEL")
+        if spec == "student" and encoders.run.student is None:
+            raise OpticalError(f"{role} student needs --student RUN_DIR or MODEL_FOLDER")
     if tasks is None:
         tasks = load_task(task, path=path, lang=lang, split=split, max_corpus=max_corpus, seed=seed,
                           queries_lang=queries_lang)
@@ -172,7 +180,6 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         with writing(out_dir):
             out_dir.mkdir(parents=True, exist_ok=True)
 
-    encoders = EncoderFactory(student, teacher)
     score = _Scorer(measures, search_depth(measures), index_spec, Path(cache_dir), batch_size,
                     show_progress, out_dir, passage_spec)
     results: dict[str, dict] = {}
