@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[test,offline,images,datasets]'
+	$(PY) -m pip install --quiet -e '.[test,offline,images,ir-datasets]'
 	touch $@
 
 install: $(VENV)/.installed

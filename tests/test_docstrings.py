@@ -8,7 +8,8 @@ import pytest
 
 MODULES = ["optical.losses.token_ot", "optical.losses.mse", "optical.losses.infonce", "optical.losses.sigrot",
            "optical.ot.sinkhorn", "optical.ot.masks", "optical.files",
-           "optical.training.warm_start", "optical.eval.retrieval", "optical.recipe", "optical.eval.compare"]
+           "optical.training.warm_start", "optical.eval.retrieval", "optical.recipe", "optical.eval.compare",
+           "optical.eval.index"]
 
 
 @pytest.mark.parametrize("name", MODULES)

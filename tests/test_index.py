@@ -70,3 +70,21 @@ def test_spec_parsing():
             parse_index_spec(bad)
     with pytest.raises(OpticalError, match="not found"):
         load_index("/nonexistent/x.faiss")
+
+
+def test_faiss_factory_strings_build_through_index_factory(vectors, tmp_path):
+    docs, queries = vectors
+    _, flat_ids = search(build_index(docs), queries, k=10)
+    spec = parse_index_spec("faiss:IVF8,Flat;nprobe=8")  # every list visited: exact
+    assert spec == IndexSpec("faiss", factory="IVF8,Flat", params="nprobe=8") and str(spec) == "faiss:IVF8,Flat;nprobe=8"
+    _, ids = search(build_index(docs, spec), queries, k=10)
+    np.testing.assert_array_equal(ids, flat_ids)
+    # a quantised index: approximate, still mostly right, and cached like the others
+    pq = build_index(docs, "faiss:PQ8")
+    _, pq_ids = search(load_index(save_index(pq, tmp_path / "pq.faiss"), "faiss:PQ8"), queries, k=1)
+    assert (pq_ids[:, 0] == flat_ids[:, 0]).mean() >= 0.5
+    for bad, reason in (("faiss:", "index-factory string"), ("faiss:NoSuchIndex", "faiss cannot build it"),
+                        ("faiss:IVF8,Flat;nprobe=oops", "search parameters")):
+        with pytest.raises(OpticalError, match=reason) as err:
+            build_index(docs, bad)
+        assert "\n" not in str(err.value)

@@ -70,13 +70,13 @@ def test_beir_bad_bytes_and_scores_are_one_line(tmp_path, corpus, queries, qrels
     assert pattern in one_line(err.value)
 
 
-def test_eval_bitext_in_latin1_is_one_line(tmp_path):
+def test_eval_bitext_in_latin1_is_one_line(tmp_path, tiny_teacher_st):
     path = tmp_path / "pairs.tsv"
     path.write_bytes("the coffee\tle caf\u00e9\n".encode("latin-1"))
     with pytest.raises(OpticalError, match=r"pairs.tsv:1: not valid UTF-8"):
         load_bitext(path, "fr")
     assert "pairs.tsv:1: not valid UTF-8" in cli_error("eval", "--task", "bitext", "--path", path, "--lang", "fr",
-                                                       "--student", tmp_path / "nothing")
+                                                       "--student", tiny_teacher_st)
 
 
 line_bytes = st.one_of(
@@ -372,7 +372,7 @@ def test_full_disk_during_distill_is_one_line(tmp_path, monkeypatch, tiny_teache
     assert "cannot write" in errors[0] and str(tmp_path / "run") in errors[0] and "Error while serializing" in errors[0]
 
 
-def test_read_only_cache_in_eval_is_one_line(tmp_path, monkeypatch):
+def test_read_only_cache_in_eval_is_one_line(tmp_path, monkeypatch, tiny_teacher_st):
     """An OSError the library does not wrap still leaves the CLI as one line naming the path."""
     import optical.eval.retrieval as evaluation
 
@@ -380,5 +380,5 @@ def test_read_only_cache_in_eval_is_one_line(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "cache" / "embeddings"))
 
     monkeypatch.setattr(evaluation, "load_task", read_only)
-    line = cli_error("eval", "--path", tmp_path, "--student", tmp_path)
+    line = cli_error("eval", "--path", tmp_path, "--student", tiny_teacher_st)
     assert line == f"error: {tmp_path / 'cache' / 'embeddings'}: Permission denied"

@@ -261,7 +261,7 @@ def _ir_dataset(dataset_id: str):
     try:
         import ir_datasets
     except ImportError:
-        raise OpticalError("this task needs ir_datasets: pip install 'optical[datasets]'") from None
+        raise OpticalError("this task needs ir_datasets: pip install 'optical[ir-datasets]'") from None
     try:
         return ir_datasets.load(dataset_id)
     except KeyError:

@@ -7,7 +7,17 @@ Scores are inner products (= cosine for normalised vectors). Kinds:
   visited per query (faster, approximate; for corpora of ~1M+);
 - ``hnsw``: graph index, ``M`` links per node, ``efSearch`` candidates per query.
 
-A spec string selects one: ``flat``, ``ivf:nlist=1024,nprobe=32``, ``hnsw:M=32,efSearch=128``.
+A spec string selects one: ``flat``, ``ivf:nlist=1024,nprobe=32``, ``hnsw:M=32,efSearch=128``,
+or any faiss index-factory string as ``faiss:FACTORY`` with optional search parameters after
+a ``;`` (``faiss:IVF4096,PQ32;nprobe=64``). Every kind is built by ``faiss.index_factory``
+(inner-product metric) and searched on the GPUs when faiss sees any (faiss-gpu installed
+instead of faiss-cpu; HNSW stays on the CPU, which faiss-gpu does not support).
+
+    >>> import numpy as np
+    >>> vectors = np.eye(4, dtype=np.float32)
+    >>> scores, ids = search(build_index(vectors, "hnsw:M=8"), vectors[[2]], k=1)
+    >>> int(ids[0, 0]), float(scores[0, 0])
+    (2, 1.0)
 """
 
 from __future__ import annotations
@@ -27,13 +37,34 @@ class IndexSpec:
     nprobe: int = 32
     M: int = 32
     efSearch: int = 128
+    factory: str = ""  # kind "faiss": the index-factory string
+    params: str = ""  # kind "faiss": faiss ParameterSpace settings, e.g. "nprobe=64"
 
     def __str__(self) -> str:
         if self.kind == "ivf":
             return f"ivf:nlist={self.nlist},nprobe={self.nprobe}"
         if self.kind == "hnsw":
             return f"hnsw:M={self.M},efSearch={self.efSearch}"
+        if self.kind == "faiss":
+            return f"faiss:{self.factory}" + (f";{self.params}" if self.params else "")
         return "flat"
+
+    def factory_string(self, n: int) -> str:
+        """The faiss index-factory string for `n` vectors."""
+        if self.kind == "ivf":
+            # faiss needs at least one training point per centroid; small corpora get fewer lists
+            return f"IVF{max(1, min(self.nlist, n))},Flat"
+        if self.kind == "hnsw":
+            return f"HNSW{self.M},Flat"
+        return self.factory if self.kind == "faiss" else "Flat"
+
+    def search_parameters(self, n: int) -> str:
+        """faiss ParameterSpace settings applied after building or loading."""
+        if self.kind == "ivf":
+            return f"nprobe={min(self.nprobe, max(1, min(self.nlist, n)))}"
+        if self.kind == "hnsw":
+            return f"efSearch={self.efSearch}"
+        return self.params
 
 
 _PARAMS = {"flat": (), "ivf": ("nlist", "nprobe"), "hnsw": ("M", "efSearch")}
@@ -47,8 +78,13 @@ def parse_index_spec(spec: str | IndexSpec | None) -> IndexSpec:
     if spec is None or isinstance(spec, IndexSpec):
         return spec or IndexSpec()
     kind, _, rest = spec.strip().partition(":")
+    if kind == "faiss":
+        factory, _, params = rest.partition(";")
+        if not factory.strip():
+            raise OpticalError(f"--index {spec}: give a faiss index-factory string, e.g. faiss:IVF256,Flat")
+        return IndexSpec(kind="faiss", factory=factory.strip(), params=params.strip())
     if kind not in _PARAMS:
-        raise OpticalError(f"--index {spec}: unknown index kind {kind!r} (flat, ivf, hnsw)")
+        raise OpticalError(f"--index {spec}: unknown index kind {kind!r} (flat, ivf, hnsw, faiss:FACTORY)")
     values: dict[str, int] = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
@@ -80,19 +116,44 @@ def build_index(embeddings: np.ndarray, spec: str | IndexSpec | None = None):
     n, dim = vectors.shape
     if n == 0:
         raise OpticalError("cannot index an empty corpus")
-    if spec.kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif spec.kind == "ivf":
-        # faiss needs at least one training point per centroid; small corpora get fewer lists.
-        nlist = max(1, min(spec.nlist, n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(spec.nprobe, nlist)
-    else:
-        index = faiss.IndexHNSWFlat(dim, spec.M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = spec.efSearch
+    try:
+        index = faiss.index_factory(dim, spec.factory_string(n), faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(vectors)
+    except RuntimeError as err:  # a bad factory string, or too few vectors to train it
+        raise OpticalError(f"--index {spec}: faiss cannot build it for {n} vectors of dimension {dim}: "
+                           f"{_faiss_reason(err)}") from None
+    _set_search_parameters(index, spec, n)
     index.add(vectors)
     return index
+
+
+def _faiss_reason(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.lower().startswith("error")), lines[-1] if lines else "")
+    return reason[:200]
+
+
+def _set_search_parameters(index, spec: IndexSpec, n: int) -> None:
+    import faiss
+
+    params = spec.search_parameters(n)
+    if not params:
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    except RuntimeError as err:
+        raise OpticalError(f"--index {spec}: faiss rejects the search parameters {params!r}: "
+                           f"{_faiss_reason(err)}") from None
+
+
+def _on_gpus(index):
+    """The index copied to every GPU faiss sees (faiss-gpu), else unchanged."""
+    import faiss
+
+    if getattr(faiss, "get_num_gpus", lambda: 0)() < 1 or isinstance(index, faiss.IndexHNSW):
+        return index
+    return faiss.index_cpu_to_all_gpus(index)
 
 
 def search(index, queries: np.ndarray, k: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +163,7 @@ def search(index, queries: np.ndarray, k: int, batch_size: int = 1024) -> tuple[
     Missing hits (approximate indexes can return fewer than k) have id -1.
     """
     vectors = _as_matrix(queries)
+    index = _on_gpus(index)
     k = max(1, min(k, index.ntotal))
     scores = np.empty((len(vectors), k), dtype=np.float32)
     ids = np.empty((len(vectors), k), dtype=np.int64)
@@ -131,9 +193,5 @@ def load_index(path: str | Path, spec: str | IndexSpec | None = None):
         raise OpticalError(f"{path}: index file not found")
     index = faiss.read_index(str(path))
     if spec is not None:
-        spec = parse_index_spec(spec)
-        if spec.kind == "ivf":
-            faiss.extract_index_ivf(index).nprobe = spec.nprobe
-        elif spec.kind == "hnsw":
-            index.hnsw.efSearch = spec.efSearch
+        _set_search_parameters(index, parse_index_spec(spec), index.ntotal)
     return index
