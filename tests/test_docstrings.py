@@ -9,7 +9,7 @@ import pytest
 MODULES = ["optical.losses.token_ot", "optical.losses.mse", "optical.losses.infonce", "optical.losses.sigrot",
            "optical.ot.sinkhorn", "optical.ot.masks", "optical.files",
            "optical.training.warm_start", "optical.eval.retrieval", "optical.recipe", "optical.eval.compare",
-           "optical.eval.index"]
+           "optical.eval.index", "optical.eval.mteb"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -251,6 +251,11 @@ def test_eval_end_to_end(tmp_path, beir_folder, run_dir):
     markdown = (out / "report.md").read_text()
     assert "| target |" in markdown and "gap (English − target)" in markdown and "1 unjudged" in markdown
     assert list((tmp_path / "cache" / "embeddings").glob("*.npy"))  # corpus embeddings cached
+    mteb = json.loads((out / "mteb" / "toy.json").read_text())  # MTEB's layout, same numbers
+    [scores] = mteb["scores"]["test"]
+    assert scores["ndcg_at_10"] == toy["metrics"]["nDCG@10"] == scores["main_score"]
+    assert scores["map_at_100"] == toy["metrics"]["AP@100"] and scores["mrr_at_10"] == toy["metrics"]["RR@10"]
+    assert mteb["task_name"] == "toy" and mteb["evaluation_time"] > 0 and "torch" in mteb["optical"]["versions"]
 
     # Second setting (student on both sides), then compare the two through the CLI.
     out_b = tmp_path / "out_b"

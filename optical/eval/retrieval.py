@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 from optical.data.tasks import DEFAULT_METRICS as TASK_DEFAULT_METRICS
@@ -183,7 +184,9 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
     score = _Scorer(measures, search_depth(measures), index_spec, Path(cache_dir), batch_size,
                     show_progress, out_dir, passage_spec)
     results: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
     for item in tasks:
+        started = time.perf_counter()
         q_spec, d_spec = (doc_encoder, query_encoder) if item.swap_encoders else (query_encoder, doc_encoder)
         q_enc = encoders.get(q_spec, "query")
         d_enc = with_max_length(encoders.get(d_spec, "document"), max_length)
@@ -219,6 +222,7 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         if perturbed:
             entry["perturbed"] = perturbed
         results[item.name] = entry
+        seconds[item.name] = time.perf_counter() - started
 
     report = dict(settings=dict(task=task, path=str(path) if path else None, lang=lang, split=split,
                                 student=str(student) if student else None, teacher=teacher,
@@ -232,6 +236,11 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
         atomic_write_text(out_dir / "metrics.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(out_dir / "per_query.json", json.dumps(score.per_query, ensure_ascii=False) + "\n")
         atomic_write_text(out_dir / "report.md", format_report(report))
+        from optical.eval.mteb import mteb_result
+
+        for name, entry in results.items():  # also in MTEB's layout, one file per task
+            atomic_write_text(out_dir / "mteb" / f"{name}.json",
+                              json.dumps(mteb_result(name, entry, report["settings"], seconds[name]), indent=2) + "\n")
     return report
 
 
