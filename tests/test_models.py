@@ -73,9 +73,14 @@ def test_student_sentence_is_mean_of_projected_tokens(tiny_student):
     torch.testing.assert_close(sentence, (tokens * mask).sum(1) / mask.sum(1), atol=1e-5, rtol=1e-5)
 
 
-def test_bad_model_specs_are_one_line(tmp_path):
+def test_bad_model_specs_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(OpticalError, match="model path does not exist"):
         resolve_model(str(tmp_path / "missing" / "model"))
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OpticalError, match="model path does not exist: runs/vi"):  # a typo, not a hub id
+        resolve_model("runs/vi")
+    assert resolve_model("someone/model") == "someone/model"  # no such local folder: a hub id
     with pytest.raises(OpticalError, match="unknown teacher kind 'bert'"):
         load_teacher("bert", "x")
     with pytest.raises(OpticalError, match="not a student folder"):

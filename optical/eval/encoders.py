@@ -159,7 +159,8 @@ def resolve_run(student: str | Path | None) -> RunModels:
     path = Path(student)
     if not path.exists():
         spec = str(student)
-        if spec.startswith("packaged:") or (not spec.startswith((".", "/", "~")) and spec.count("/") == 1):
+        if spec.startswith("packaged:") or (not spec.startswith((".", "/", "~")) and spec.count("/") == 1
+                                            and not path.parent.is_dir()):
             return RunModels(resolve_model(spec), None)  # a packaged model or a hub id
         raise OpticalError(f"{path}: student run directory or model folder not found")
     if is_run_dir(path):

@@ -27,7 +27,8 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
     path = Path(spec).expanduser()
     if path.exists():
         return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+    # "runs/vi" when runs/ is here is a mistyped local path, not a hub id to download
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or (path.parent != Path(".") and path.parent.is_dir()):
         raise OpticalError(f"model path does not exist: {spec}")
     return spec
 
