@@ -24,3 +24,18 @@ def test_ot_solver_benchmark_quick_writes_expected_json(tmp_path):
     # the equality check is a correctness property, not a timing: plans agree with POT
     assert payload["verdict"]["plans_equal_to_1e-5"] is True
     assert (tmp_path / "ot_solver.md").read_text(encoding="utf-8").startswith("# OT solver")
+
+
+def test_loop_throughput_runs_the_real_loop_and_the_reference(tmp_path, tiny_teacher_st, tiny_student, monkeypatch):
+    from benchmarks import loop_throughput
+
+    monkeypatch.setenv("OPTICAL_CACHE", str(tmp_path / "cache"))
+    payload = loop_throughput.main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(tmp_path),
+                                    "--teacher", str(tiny_teacher_st), "--student", str(tiny_student),
+                                    "--objectives", "mse,token_ot+mse", "--steps", "6", "--warmup", "2"])
+    assert [c["objective"] for c in payload["configurations"]] == ["mse", "token_ot+mse"]
+    for row in payload["configurations"]:
+        assert row["optical_pairs_per_s"] > 0 and row["reference_pairs_per_s"] > 0
+        assert row["ratio"] == row["optical_pairs_per_s"] / row["reference_pairs_per_s"]
+    saved = json.loads((tmp_path / "loop_throughput.json").read_text())
+    assert saved["configurations"] == payload["configurations"] and (tmp_path / "loop_throughput.md").is_file()
