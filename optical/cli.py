@@ -270,6 +270,7 @@ def distill(
     loss: Optional[str] = typer.Option(None, help="Loss terms, e.g. token_ot:1,mse:1."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (0 = closed-form warm start only)."),
     on_bad_line: Optional[str] = typer.Option(None, help="skip or error on malformed bitext lines."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA, else MPS, else CPU), cpu, cuda or mps."),
     set_: List[str] = typer.Option([], "--set", help="Override any recipe key: --set train.lr=2e-5."),
     resume: bool = typer.Option(False, help="Continue from the run directory's last checkpoint."),
     resume_changed: bool = typer.Option(False, help="With --resume: continue even though the recipe changed "
@@ -289,7 +290,8 @@ def distill(
         ("teacher.kind", teacher, "--teacher"), ("teacher.model", teacher_model, "--teacher-model"),
         ("lang", lang, "--lang"), ("bitext.path", bitext, "--bitext"), ("student.model", student, "--student"),
         ("output_dir", out, "--out"), ("loss", loss, "--loss"), ("train.steps", steps, "--steps"),
-        ("bitext.on_bad_line", on_bad_line, "--on-bad-line")) if value is not None]
+        ("bitext.on_bad_line", on_bad_line, "--on-bad-line"), ("train.device", device, "--device"))
+        if value is not None]
     overrides = [*flags, *set_]
     loaded = load_recipe(recipe, overrides) if recipe else recipe_from_dict({}, overrides, path="<flags>")
     if loaded.bitext.path is None and loaded.bitext.hf_name is None:

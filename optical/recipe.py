@@ -118,6 +118,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0  # 0 or null: no clipping
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: CUDA, else Apple's MPS, else the CPU
     checkpoint_every: int = 500
     eval_every: int = 100
     teacher_cache: bool = True
@@ -517,7 +518,8 @@ def load_recipe(path: str | Path, overrides: list[str | Flag] = ()) -> Recipe:
 
 
 #: keys a resumed run may change: where it writes, its label, progress reports, the evaluation
-RESUME_FREE = ("output_dir", "name", "train.eval_every", "train.checkpoint_every", "train.teacher_cache", "eval")
+RESUME_FREE = ("output_dir", "name", "train.eval_every", "train.checkpoint_every", "train.teacher_cache", "train.device",
+               "eval")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

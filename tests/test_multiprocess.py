@@ -34,6 +34,8 @@ def test_two_processes_end_with_identical_weights(tmp_path, tiny_teacher_st, tin
     hashes, out = tmp_path / "hashes", tmp_path / "run"
     env = {**os.environ, "RANK_HASH_DIR": str(hashes), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           # two CPU processes even where one GPU is visible (accelerate would give rank 1 cuda:1)
+           "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     # --multi_gpu makes accelerate start torchrun; without CUDA, optical's Accelerator(cpu=True)
     # joins the process group over gloo (accelerate's --cpu would start a single process).
@@ -43,7 +45,7 @@ def test_two_processes_end_with_identical_weights(tmp_path, tiny_teacher_st, tin
                str(Path(__file__).parent / "multiprocess_entry.py"), f"teacher.model={tiny_teacher_st}",
                f"student.model={tiny_student}", f"bitext.path={bitext_tsv}", f"output_dir={out}", "train.steps=4",
                "train.batch_size=4", "train.grad_accum=2", "train.lr=1e-3", "train.warmup_ratio=0",
-               "bitext.heldout=8", "train.checkpoint_every=2"]
+               "bitext.heldout=8", "train.checkpoint_every=2", "train.device=cpu"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (hashes / f"weights_rank{i}.sha256" for i in (0, 1))

@@ -183,3 +183,15 @@ def test_overlong_sentences_are_truncated_and_counted(tiny_teacher_st, tiny_stud
     distill(recipe, show_progress=False)
     truncated = json.loads((tmp_path / "r" / "metrics.json").read_text())["truncated"]
     assert truncated == {"teacher_en": 6, "student_other": 4}
+
+
+def test_device_choice(monkeypatch):
+    from optical.training.loop import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device("auto").type in ("cpu", "mps")
+    with pytest.raises(OpticalError, match=r"train.device cuda: not available on this machine \(available: cpu"):
+        choose_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device("auto").type == "cuda" and choose_device("cpu").type == "cpu"

@@ -81,6 +81,19 @@ def distill(recipe: Recipe, resume: bool = False, show_progress: bool = True,
 # ----------------------------------------------------------------------------- helpers
 
 
+def choose_device(name: str) -> torch.device:
+    """`train.device`: auto = CUDA when present, else Apple's MPS, else the CPU; a device asked
+    for by name must exist (one line otherwise)."""
+    mps = getattr(torch.backends, "mps", None)
+    available = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()), "cpu": True}
+    if name == "auto":
+        return torch.device(next(kind for kind in ("cuda", "mps", "cpu") if available[kind]))
+    if not available[name]:
+        raise OpticalError(f"train.device {name}: not available on this machine (available: "
+                           f"{', '.join(k for k, v in available.items() if v)})")
+    return torch.device(name)
+
+
 def choose_precision(precision: str, device: torch.device) -> str:
     """accelerate's mixed_precision: bf16/fp16 only on CUDA; CPU always runs fp32."""
     if device.type != "cuda":
@@ -139,7 +152,7 @@ class Distiller:
 
         self.recipe, self.cfg = recipe, recipe.train
         self.resume, self.overwrite, self.resume_changed = resume, overwrite, resume_changed
-        target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        target = choose_device(self.cfg.device)
         self.accelerator = Accelerator(mixed_precision=choose_precision(self.cfg.precision, target),
                                        cpu=target.type == "cpu")
         self.device, self.main = self.accelerator.device, self.accelerator.is_main_process
