@@ -17,13 +17,14 @@ with the same batch size, maximum length, objective and optimizer (AdamW, clippi
 configuration's `ratio` = optical pairs/s ÷ reference pairs/s (target ≥ 0.9).
 
     python -m benchmarks.loop_throughput [--quick] [--device cpu|cuda] [--batch-sizes 32,128]
-                                         [--objectives mse,token_ot+mse] [--steps N] [--warmup N]
+                                         [--objectives mse,token_ot+mse] [--steps N] [--warmup N] [--rounds R]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -150,6 +151,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10; --quick 4)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each loop, alternating; medians reported")
     parser.add_argument("--teacher", default=TEACHER, help="teacher model spec")
     parser.add_argument("--student", default=STUDENT, help="student model spec")
     args = parser.parse_args(argv)
@@ -171,10 +173,17 @@ def main(argv=None) -> dict:
             for batch in batches:
                 recipe = make_recipe(objective, batch, steps, max_length, Path(tmp) / f"{objective}-{batch}",
                                      args.teacher, args.student)
-                ref = reference_rate(recipe, device, warmup)
-                opt = optical_rate(recipe, warmup)
+                refs, opts = [], []
+                for round_ in range(args.rounds):  # alternate the two, so drifting machine load hits both
+                    refs.append(reference_rate(recipe, device, warmup))
+                    run = recipe if round_ == 0 else make_recipe(objective, batch, steps, max_length,
+                                                                 Path(tmp) / f"{objective}-{batch}-{round_}",
+                                                                 args.teacher, args.student)
+                    opts.append(optical_rate(run, warmup))
+                ref, opt = statistics.median(refs), statistics.median(opts)
                 configurations.append({"objective": objective, "batch_size": batch, "optical_pairs_per_s": opt,
-                                       "reference_pairs_per_s": ref, "ratio": opt / ref})
+                                       "reference_pairs_per_s": ref, "ratio": opt / ref,
+                                       "optical_rounds": opts, "reference_rounds": refs})
                 print(f"{objective} B {batch}: optical {opt:.1f} pairs/s, reference {ref:.1f}, ratio {opt / ref:.2f}")
     payload = {"benchmark": "loop_throughput", "machine": machine_info(device), "steps": steps, "warmup": warmup,
                "max_length": max_length, "teacher": args.teacher, "student": args.student, "quick": args.quick, "configurations": configurations}
