@@ -91,7 +91,13 @@ def reference_rate(recipe, device, warmup: int) -> float:
 
     cfg, batch = recipe.train, recipe.train.batch_size
     pairs = read_bitext(recipe.bitext.path, "tsv", "vi").pairs
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    per_epoch = max(1, len(pairs) // batch)
+
+    def batch_indices(step: int) -> list[int]:  # the loop's data order: a seeded permutation per epoch
+        epoch, position = divmod(step, per_epoch)
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        return order[position * batch:(position + 1) * batch] or order[:batch]
+
     teacher = load_teacher("sentence-transformers", recipe.teacher.model, recipe.teacher.max_length, device=device)
     student = Student.create(recipe.student.model, teacher.dim, recipe.student.max_length).to(device)
     student.freeze_word_embeddings()
@@ -100,7 +106,7 @@ def reference_rate(recipe, device, warmup: int) -> float:
     batches = []
     with torch.no_grad():
         for step in range(cfg.steps):
-            chunk = [pairs[i] for i in order[step * batch:(step + 1) * batch]]
+            chunk = [pairs[i] for i in batch_indices(step)]
             t = teacher(teacher.tokenize([en for en, _ in chunk]))
             t_mask = ot_mask(t.input_ids, t.attention_mask, set(teacher.tokenizer.all_special_ids), True)
             other = {k: v.to(device) for k, v in student.tokenize([o for _, o in chunk]).items()}
