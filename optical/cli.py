@@ -276,7 +276,7 @@ def distill(
     resume_changed: bool = typer.Option(False, help="With --resume: continue even though the recipe changed "
                                                     "(each change is printed)."),
     overwrite: bool = typer.Option(False, help="Replace the run already in --out: removes its recipe.yaml, "
-                                               "log.jsonl, metrics.json, student/, checkpoints/ and eval*; "
+                                               "log.jsonl, metrics.json, student/, checkpoints/, trackers/ and eval*; "
                                                "other files stay."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
