@@ -182,6 +182,11 @@ def eval_command(
                       cache_dir=cache_dir, show_progress=sys.stderr.isatty(), passages=passages,
                       max_length=doc_max_length)
     typer.echo(format_report(report))
+    from optical.card import refresh_after_eval
+
+    card = refresh_after_eval(student, out)  # written into RUN/eval-*: the run's model card shows it
+    if card is not None:
+        typer.echo(f"model card updated: {card}", err=True)
 
 
 def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
@@ -247,6 +252,22 @@ def align_command(
         from optical.files import atomic_write_text
 
         atomic_write_text(json_out, align.to_json(report))
+
+
+@app.command("card")
+@handles_errors
+def card_command(
+    run: Path = typer.Argument(..., help="Finished run directory."),
+    license: Optional[str] = typer.Option(None, "--license",
+                                          help="Licence id for the card's metadata (e.g. apache-2.0, mit); "
+                                               "default: the base model's when optical knows it, else kept."),
+) -> None:
+    """Rewrite the student's model card (student/README.md) from the run: evaluations, licence."""
+    from optical.card import refresh_card
+
+    if license is not None and not license.strip():
+        fail("--license: empty licence id")
+    typer.echo(str(refresh_card(run, license)))
 
 
 def main() -> None:

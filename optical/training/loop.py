@@ -489,9 +489,24 @@ class Distiller:
         """The trained student, unwrapped from accelerate (identical on every process)."""
         return self.accelerator.unwrap_model(self.model)
 
+    def write_card(self, final: Student, student_dir: Path, summary: dict) -> None:
+        """The student's model card (README.md): sentence-transformers' card with the teacher,
+        languages, licence, bitext, recipe and held-out checks (optical.card). A card that
+        cannot be generated leaves sentence-transformers' own and a warning, not a lost run."""
+        from optical.card import write_card
+
+        try:
+            write_card(final.model, self.recipe, self.run_dir, student_dir, summary=summary)
+        except OpticalError:
+            raise
+        except Exception as err:  # the card documents the run; the run itself is complete
+            self.notice(f"warning: model card not written ({type(err).__name__}: {err}); "
+                        f"`optical card {self.run_dir}` tries again")
+
     def save(self, losses: list[float]) -> DistillResult:
-        """The student folder, the final held-out check, and metrics.json (written last: its
-        presence marks the run finished, so `resume` then does nothing)."""
+        """The student folder, the final held-out check, the student's model card, and
+        metrics.json (written last: its presence marks the run finished, so `resume` then
+        does nothing)."""
         self.accelerator.wait_for_everyone()
         final = self.final_model()
         check_finite(final, self.total_steps, self.last_checkpoint)
@@ -506,6 +521,7 @@ class Distiller:
                        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
                        "warm_start": self.warm_report, "heldout": metrics,
                        "seconds": round(time.perf_counter() - self.started, 2)}
+            self.write_card(final, student_dir, summary)
             self.log_record({"step": self.total_steps, "heldout": metrics, "final": True})
             atomic_write_text(self.run_dir / "metrics.json", json.dumps(summary, indent=2))
             self.say(f"student saved to {student_dir}")
