@@ -270,6 +270,23 @@ def card_command(
     typer.echo(str(refresh_card(run, license)))
 
 
+@app.command("push")
+@handles_errors
+def push_command(
+    run: Path = typer.Argument(..., help="Finished run directory: its student/ folder is uploaded."),
+    repo_id: str = typer.Argument(..., help="Hub repository, owner/name (created if missing)."),
+    private: bool = typer.Option(False, help="Create the repository private (an existing one keeps its visibility)."),
+    token: Optional[str] = typer.Option(None, envvar="HF_TOKEN", show_envvar=True,
+                                        help="Hub token with write access (default: HF_TOKEN or the saved login)."),
+    revision: Optional[str] = typer.Option(None, help="Branch to commit to (created if missing; default: main)."),
+    message: Optional[str] = typer.Option(None, help="Commit message."),
+) -> None:
+    """Upload a run's student, with its model card, to the Hugging Face hub."""
+    from optical.hub import push
+
+    typer.echo(push(run, repo_id, token=token, private=private, revision=revision, message=message))
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

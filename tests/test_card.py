@@ -170,3 +170,92 @@ def test_refresh_of_an_unfinished_run_is_one_line(tmp_path):
     (tmp_path / "r" / "recipe.yaml").write_text(recipe_from_dict({}).to_yaml())
     with pytest.raises(Exception, match="the run has no student/ yet"):
         refresh_card(tmp_path / "r")
+
+
+# ----------------------------------------------------------------------------- optical push
+
+
+class Recorder:
+    """Stands in for the hub: records what HfApi would send."""
+
+    def __init__(self, monkeypatch, fail=None):
+        from huggingface_hub import HfApi
+
+        self.calls = []
+        recorder = self
+
+        def create_repo(api, repo_id, **kwargs):
+            recorder.calls.append(("create_repo", api.token, repo_id, kwargs))
+            if fail is not None:
+                raise fail
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def create_branch(api, repo_id, **kwargs):
+            recorder.calls.append(("create_branch", api.token, repo_id, kwargs))
+
+        def create_commit(api, repo_id, operations, **kwargs):
+            files = {}
+            for op in operations:
+                content = op.path_or_fileobj
+                files[op.path_in_repo] = content if isinstance(content, bytes) else Path(content).read_bytes()
+            recorder.calls.append(("create_commit", api.token, repo_id, {**kwargs, "files": files}))
+            return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+        for name, fn in (("create_repo", create_repo), ("create_branch", create_branch),
+                         ("create_commit", create_commit)):
+            monkeypatch.setattr(HfApi, name, fn)
+
+
+def test_push_uploads_the_student_folder_with_its_card(run_copy, monkeypatch):
+    hub = Recorder(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    result = runner.invoke(app, ["push", str(run_copy), "someone/vi-student", "--private", "--revision", "v1",
+                                 "--message", "first"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "https://huggingface.co/someone/vi-student/commit/abc"
+    (repo, token, repo_id, options), (branch, *_), (commit, commit_token, commit_repo, sent) = hub.calls
+    assert (repo, token, repo_id) == ("create_repo", "hf_from_env", "someone/vi-student")
+    assert options["private"] is True and options["exist_ok"] is True
+    assert branch == "create_branch" and hub.calls[1][3]["branch"] == "v1"
+    assert (commit, commit_token, commit_repo) == ("create_commit", "hf_from_env", "someone/vi-student")
+    assert sent["revision"] == "v1" and sent["commit_message"] == "first"
+    folder = run_copy / "student"
+    on_disk = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert set(sent["files"]) == set(on_disk) and {"modules.json", "README.md", "2_Dense/config.json"} <= set(on_disk)
+    assert all(sent["files"][name] == on_disk[name] for name in on_disk if name != "README.md")
+    card = sent["files"]["README.md"].decode("utf-8")
+    assert 'SentenceTransformer("someone/vi-student")' in card and MODEL_ID_PLACEHOLDER not in card
+    assert MODEL_ID_PLACEHOLDER in on_disk["README.md"].decode("utf-8")  # the local card stays general
+    result = runner.invoke(app, ["push", str(run_copy), "someone/vi-student", "--token", "hf_flag"])
+    assert result.exit_code == 0 and hub.calls[-1][1] == "hf_flag"  # --token wins over HF_TOKEN
+
+
+def test_push_checks_the_run_and_the_name_before_the_network(run_copy, tmp_path, monkeypatch):
+    hub = Recorder(monkeypatch)
+    one_error_line(runner.invoke(app, ["push", str(tmp_path / "missing"), "a/b"]), "run directory not found")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(run_copy / "recipe.yaml", unfinished / "recipe.yaml")
+    one_error_line(runner.invoke(app, ["push", str(unfinished), "a/b"]), "has no student/ yet")
+    one_error_line(runner.invoke(app, ["push", str(run_copy), "not a/valid//id"]), "not a hub repository id")
+    one_error_line(runner.invoke(app, ["push", str(run_copy), "a/b", "--revision", " "]), "--revision")
+    assert hub.calls == []
+
+
+def test_push_offline_is_one_line(run_copy, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    one_error_line(runner.invoke(app, ["push", str(run_copy), "someone/vi-student", "--token", "hf_x"]),
+                   "push to someone/vi-student: HF_HUB_OFFLINE is set")
+
+
+@pytest.mark.parametrize("error, expected", [
+    (type("ConnectError", (Exception,), {})("[Errno -2] Name or service not known"), "cannot reach the Hugging Face hub"),
+    (type("HfHubHTTPError", (OSError,), {"response": type("R", (), {"status_code": 401})()})("401 Unauthorized\nmore"),
+     "not allowed (401): give --token or set HF_TOKEN"),
+])
+def test_push_network_failures_are_one_line(run_copy, monkeypatch, error, expected):
+    Recorder(monkeypatch, fail=error)
+    one_error_line(runner.invoke(app, ["push", str(run_copy), "someone/vi-student"]), expected)
