@@ -15,8 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Distill English retrieval teachers into multilingual students; evaluate them.")
 models_app = typer.Typer(no_args_is_help=True, help="Packaged offline models.")
 recipes_app = typer.Typer(no_args_is_help=True, help="Ready recipes per language and task.")
+plot_app = typer.Typer(no_args_is_help=True, help="Pictures of runs as PNG (needs matplotlib: pip install matplotlib).")
 app.add_typer(models_app, name="models")
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(plot_app, name="plot")
 
 
 def fail(message: str) -> None:
@@ -147,18 +149,32 @@ def eval_command(
     cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache (default $OPTICAL_CACHE/embeddings)."),
     compare: Optional[Tuple[Path, Path]] = typer.Option(None, metavar="RUN_A RUN_B",
                                                          help="Compare two --out folders instead."),
+    plot: Optional[Path] = typer.Option(None, help="With --compare: draw each query's B − A of the main metric "
+                                                   "(sorted bars: gains up, losses down) as a PNG here."),
 ) -> None:
     """Evaluate retrieval (or compare two evaluations query by query)."""
+    if plot is not None and not compare:
+        fail("--plot draws the per-query gains of two evaluations: give --compare RUN_A RUN_B")
     if compare:
         from optical.eval.compare import compare_runs, format_comparison, setting_differences
 
         run_a, run_b = compare
+        if plot is not None:
+            from optical.plots import figure_class
+
+            figure_class("the per-query gains")  # matplotlib missing: one line before any work
+            if not plot.parent.is_dir():
+                fail(f"--plot {plot}: folder {plot.parent} not found")
         for note in setting_differences(run_a, run_b):  # the model may not be what changed
             typer.echo(f"warning: the two evaluations differ in {note}", err=True)
         # runs/x/eval-clir vs runs/y/eval-clir: name them x/eval-clir and y/eval-clir
         label_a, label_b = ((f"{r.parent.name}/{r.name}" if run_a.name == run_b.name else r.name)
                             for r in (run_a, run_b))
         typer.echo(format_comparison(compare_runs(run_a, run_b), label_a, label_b))
+        if plot is not None:
+            from optical.plots import draw_gains, gains
+
+            typer.echo(f"wrote {draw_gains(gains(run_a, run_b), plot, label_a, label_b)}", err=True)
         return
     from optical.eval.retrieval import eval_options
 
@@ -252,6 +268,18 @@ def align_command(
         from optical.files import atomic_write_text
 
         atomic_write_text(json_out, align.to_json(report))
+
+
+@plot_app.command("curves")
+@handles_errors
+def plot_curves_command(
+    run: Path = typer.Argument(..., help="Run directory (its log.jsonl; a run still training works too)."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN/curves.png)."),
+) -> None:
+    """Training curves from log.jsonl: loss and its terms, held-out checks, learning rate."""
+    from optical.plots import plot_curves
+
+    typer.echo(f"wrote {plot_curves(run, out)}")
 
 
 @app.command("card")
