@@ -44,13 +44,16 @@ KNOWN_MODELS = {
     "FacebookAI/xlm-roberta-base": ("FacebookAI/xlm-roberta-base", "mit"),
 }
 
-OPTICAL_CITATION = """@inproceedings{huang2023optical,
-    title = "Improving Cross-lingual Information Retrieval on Low-Resource Languages via Optimal Transport Distillation",
-    author = "Huang, Zhiqi and Yu, Puxuan and Allan, James",
-    booktitle = "Proceedings of the Sixteenth ACM International Conference on Web Search and Data Mining (WSDM '23)",
-    year = "2023",
-    url = "https://arxiv.org/abs/2301.12566",
-}"""
+OPTICAL_CITATION = (
+    "@inproceedings{huang2023optical,\n"
+    '    title = "Improving Cross-lingual Information Retrieval on Low-Resource Languages via Optimal Transport '
+    'Distillation",\n'
+    '    author = "Huang, Zhiqi and Yu, Puxuan and Allan, James",\n'
+    '    booktitle = "Proceedings of the Sixteenth ACM International Conference on Web Search and Data Mining '
+    '(WSDM \'23)",\n'
+    '    year = "2023",\n'
+    '    url = "https://arxiv.org/abs/2301.12566",\n'
+    "}")
 
 
 def hub_id(spec: str | None) -> str | None:

@@ -252,7 +252,8 @@ def test_push_offline_is_one_line(run_copy, monkeypatch):
 
 
 @pytest.mark.parametrize("error, expected", [
-    (type("ConnectError", (Exception,), {})("[Errno -2] Name or service not known"), "cannot reach the Hugging Face hub"),
+    (type("ConnectError", (Exception,), {})("[Errno -2] Name or service not known"),
+     "cannot reach the Hugging Face hub"),
     (type("HfHubHTTPError", (OSError,), {"response": type("R", (), {"status_code": 401})()})("401 Unauthorized\nmore"),
      "not allowed (401): give --token or set HF_TOKEN"),
 ])

@@ -98,6 +98,19 @@ def test_missing_tensorboard_is_one_line(tiny_teacher_st, tiny_student, tmp_path
                 show_progress=False)
 
 
+def test_a_tracker_that_cannot_start_is_one_line(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("api_key not configured (no-tty)\ncall login() first")
+
+    monkeypatch.setattr(Accelerator, "init_trackers", refuse)
+    with pytest.raises(OpticalError, match=r"^train.trackers: csv: could not start \(RuntimeError: "
+                                           r"api_key not configured \(no-tty\)\)$"):
+        distill(make_recipe(tiny_teacher_st, tiny_student, tmp_path / "r", "train.trackers=[csv]"),
+                show_progress=False)
+
+
 def test_trackers_log_what_log_jsonl_gets_and_change_no_number(tiny_teacher_st, tiny_student, tmp_path):
     """Dropout is on in the tiny student, so any extra RNG draw would change the losses."""
     on = ["csv", "tensorboard"] if HAS_TENSORBOARD else ["csv"]

@@ -153,7 +153,14 @@ def start_trackers(accelerator, recipe, run_dir: Path, resume_step: int | None =
         truncate_csv(folder / "metrics.csv", resume_step)
     init_kwargs = {"wandb": {"dir": str(folder)}}
     with rng_untouched():
-        accelerator.init_trackers(recipe.name, config=tracker_config(recipe), init_kwargs=init_kwargs)
+        try:
+            accelerator.init_trackers(recipe.name, config=tracker_config(recipe), init_kwargs=init_kwargs)
+        except OpticalError:
+            raise
+        except Exception as err:  # W&B not logged in, an MLflow server not reachable, ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise OpticalError(f"train.trackers: {', '.join(recipe.train.trackers)}: could not start "
+                               f"({type(err).__name__}: {first[:200]})") from None
 
 
 def finish_trackers(accelerator) -> None:
