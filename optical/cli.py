@@ -15,8 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Distill English retrieval teachers into multilingual students; evaluate them.")
 models_app = typer.Typer(no_args_is_help=True, help="Packaged offline models.")
 recipes_app = typer.Typer(no_args_is_help=True, help="Ready recipes per language and task.")
+plot_app = typer.Typer(no_args_is_help=True, help="Pictures of runs as PNG (needs matplotlib: pip install matplotlib).")
 app.add_typer(models_app, name="models")
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(plot_app, name="plot")
 
 
 def fail(message: str) -> None:
@@ -147,18 +149,32 @@ def eval_command(
     cache_dir: Optional[Path] = typer.Option(None, help="Embedding cache (default $OPTICAL_CACHE/embeddings)."),
     compare: Optional[Tuple[Path, Path]] = typer.Option(None, metavar="RUN_A RUN_B",
                                                          help="Compare two --out folders instead."),
+    plot: Optional[Path] = typer.Option(None, help="With --compare: draw each query's B − A of the main metric "
+                                                   "(sorted bars: gains up, losses down) as a PNG here."),
 ) -> None:
     """Evaluate retrieval (or compare two evaluations query by query)."""
+    if plot is not None and not compare:
+        fail("--plot draws the per-query gains of two evaluations: give --compare RUN_A RUN_B")
     if compare:
         from optical.eval.compare import compare_runs, format_comparison, setting_differences
 
         run_a, run_b = compare
+        if plot is not None:
+            from optical.plots import figure_class
+
+            figure_class("the per-query gains")  # matplotlib missing: one line before any work
+            if not plot.parent.is_dir():
+                fail(f"--plot {plot}: folder {plot.parent} not found")
         for note in setting_differences(run_a, run_b):  # the model may not be what changed
             typer.echo(f"warning: the two evaluations differ in {note}", err=True)
         # runs/x/eval-clir vs runs/y/eval-clir: name them x/eval-clir and y/eval-clir
         label_a, label_b = ((f"{r.parent.name}/{r.name}" if run_a.name == run_b.name else r.name)
                             for r in (run_a, run_b))
         typer.echo(format_comparison(compare_runs(run_a, run_b), label_a, label_b))
+        if plot is not None:
+            from optical.plots import draw_gains, gains
+
+            typer.echo(f"wrote {draw_gains(gains(run_a, run_b), plot, label_a, label_b)}", err=True)
         return
     from optical.eval.retrieval import eval_options
 
@@ -182,6 +198,11 @@ def eval_command(
                       cache_dir=cache_dir, show_progress=sys.stderr.isatty(), passages=passages,
                       max_length=doc_max_length)
     typer.echo(format_report(report))
+    from optical.card import refresh_after_eval
+
+    card = refresh_after_eval(student, out)  # written into RUN/eval-*: the run's model card shows it
+    if card is not None:
+        typer.echo(f"model card updated: {card}", err=True)
 
 
 def captions_eval(path: Optional[Path], student: Optional[Path], teacher: Optional[str], lang: Optional[str],
@@ -249,6 +270,51 @@ def align_command(
         atomic_write_text(json_out, align.to_json(report))
 
 
+@plot_app.command("curves")
+@handles_errors
+def plot_curves_command(
+    run: Path = typer.Argument(..., help="Run directory (its log.jsonl; a run still training works too)."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (default RUN/curves.png)."),
+) -> None:
+    """Training curves from log.jsonl: loss and its terms, held-out checks, learning rate."""
+    from optical.plots import plot_curves
+
+    typer.echo(f"wrote {plot_curves(run, out)}")
+
+
+@app.command("card")
+@handles_errors
+def card_command(
+    run: Path = typer.Argument(..., help="Finished run directory."),
+    license: Optional[str] = typer.Option(None, "--license",
+                                          help="Licence id for the card's metadata (e.g. apache-2.0, mit); "
+                                               "default: the base model's when optical knows it, else kept."),
+) -> None:
+    """Rewrite the student's model card (student/README.md) from the run: evaluations, licence."""
+    from optical.card import refresh_card
+
+    if license is not None and not license.strip():
+        fail("--license: empty licence id")
+    typer.echo(str(refresh_card(run, license)))
+
+
+@app.command("push")
+@handles_errors
+def push_command(
+    run: Path = typer.Argument(..., help="Finished run directory: its student/ folder is uploaded."),
+    repo_id: str = typer.Argument(..., help="Hub repository, owner/name (created if missing)."),
+    private: bool = typer.Option(False, help="Create the repository private (an existing one keeps its visibility)."),
+    token: Optional[str] = typer.Option(None, envvar="HF_TOKEN", show_envvar=True,
+                                        help="Hub token with write access (default: HF_TOKEN or the saved login)."),
+    revision: Optional[str] = typer.Option(None, help="Branch to commit to (created if missing; default: main)."),
+    message: Optional[str] = typer.Option(None, help="Commit message."),
+) -> None:
+    """Upload a run's student, with its model card, to the Hugging Face hub."""
+    from optical.hub import push
+
+    typer.echo(push(run, repo_id, token=token, private=private, revision=revision, message=message))
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
@@ -276,7 +342,7 @@ def distill(
     resume_changed: bool = typer.Option(False, help="With --resume: continue even though the recipe changed "
                                                     "(each change is printed)."),
     overwrite: bool = typer.Option(False, help="Replace the run already in --out: removes its recipe.yaml, "
-                                               "log.jsonl, metrics.json, student/, checkpoints/ and eval*; "
+                                               "log.jsonl, metrics.json, student/, checkpoints/, trackers/ and eval*; "
                                                "other files stay."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:

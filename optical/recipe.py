@@ -105,6 +105,10 @@ class WarmStartConfig:
     batch_size: int = 64
 
 
+#: experiment trackers `train.trackers` may name: accelerate's, plus `csv` (optical.training.trackers)
+TrackerName = Literal["csv", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 2e-5
@@ -122,6 +126,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     eval_every: int = 100
     teacher_cache: bool = True
+    trackers: tuple[TrackerName, ...] = ()  # log what log.jsonl gets to these too (<run>/trackers/)
 
 
 @dataclass(frozen=True)
@@ -468,6 +473,9 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
     if t.max_grad_norm is not None and t.max_grad_norm < 0:
         raise ctx.error("train.max_grad_norm", f"train.max_grad_norm: must be >= 0 (0 = no clipping), "
                                                f"got {t.max_grad_norm}")
+    for i, name in enumerate(t.trackers):
+        if name in t.trackers[:i]:
+            raise ctx.error(f"train.trackers.{i}", f"train.trackers: {name!r} is listed twice")
     if recipe.warm_start.pairs is not None and recipe.warm_start.pairs < 1:
         raise ctx.error("warm_start.pairs", f"warm_start.pairs: must be at least 1 or null, got {recipe.warm_start.pairs}")
     if not 0 <= recipe.bitext.max_bad_fraction <= 1:
@@ -517,9 +525,9 @@ def load_recipe(path: str | Path, overrides: list[str | Flag] = ()) -> Recipe:
     return recipe_from_dict(data or {}, overrides, str(path), lines)
 
 
-#: keys a resumed run may change: where it writes, its label, progress reports, the evaluation
+#: keys a resumed run may change: where it writes, its label, progress reports, trackers, the evaluation
 RESUME_FREE = ("output_dir", "name", "train.eval_every", "train.checkpoint_every", "train.teacher_cache", "train.device",
-               "eval")
+               "train.trackers", "eval")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

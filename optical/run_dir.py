@@ -5,6 +5,7 @@
     <run>/checkpoints/   step-NNNNNN/ folders and `latest` (optical.training.checkpoint)
     <run>/student/       the trained student, a sentence-transformers folder
     <run>/metrics.json   the summary, written last: its presence means the run finished
+    <run>/trackers/      what the recipe's `train.trackers` wrote (TensorBoard events, metrics.csv)
     <run>/eval*/         what `optical eval --out` wrote there
 
 :func:`load_run` is how evaluation, captions, `optical align` and `Student.load` read a run;
@@ -24,7 +25,7 @@ from optical.files import atomic_write_text
 from optical.recipe import Recipe, load_recipe, recipe_differences
 
 #: what a run writes into its folder; any of them there means the folder holds a run
-RUN_FILES = ("recipe.yaml", "log.jsonl", "metrics.json", "student", "checkpoints")
+RUN_FILES = ("recipe.yaml", "log.jsonl", "metrics.json", "student", "checkpoints", "trackers")
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -1,5 +1,5 @@
 """The examples in the docstrings run and print what they show (the losses, the solver,
-the masks, the file helpers, the recipe overrides)."""
+the masks, the file helpers, the recipe overrides, the model card, the curves)."""
 
 import doctest
 import importlib
@@ -9,7 +9,8 @@ import pytest
 MODULES = ["optical.losses.token_ot", "optical.losses.mse", "optical.losses.infonce", "optical.losses.sigrot",
            "optical.ot.sinkhorn", "optical.ot.masks", "optical.files",
            "optical.training.warm_start", "optical.eval.retrieval", "optical.recipe", "optical.eval.compare",
-           "optical.eval.index", "optical.eval.mteb"]
+           "optical.eval.index", "optical.eval.mteb",
+           "optical.card", "optical.plots"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -36,11 +36,14 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
 def folder_identity(path: str | Path) -> str:
     """Hash of every file's relative path, size and mtime under ``path`` (or of one file).
 
-    Cheap even for GB-sized weights, and changes whenever a checkpoint is rewritten.
+    Cheap even for GB-sized weights, and changes whenever a checkpoint is rewritten. A
+    folder's top-level README.md (the model card, rewritten by `optical card` and after
+    `optical eval RUN_DIR`) changes no embedding and is left out.
     """
     path = Path(path)
     digest = hashlib.sha256(str(path.resolve()).encode())
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
+                                                 if p.is_file() and p != path / "README.md")
     for file in files:
         stat = file.stat()
         digest.update(f"{file.relative_to(path) if file != path else file.name}|{stat.st_size}|"

@@ -75,6 +75,7 @@ class Student(nn.Module):
         layers = [word, pool, modules.Normalize(), head] if normalize else [word, pool, head]
         st = SentenceTransformer(modules=layers, device="cpu", **kwargs)
         st.max_seq_length = max_length
+        st.model_card_data.local_files_only = True  # saving never looks the base model up on the hub
         return cls(st, prefix)
 
     @classmethod
@@ -91,6 +92,7 @@ class Student(nn.Module):
         if not (path / "modules.json").is_file():
             raise OpticalError(f"{path}: not a student folder (no modules.json)")
         st = SentenceTransformer(str(path), device="cpu")
+        st.model_card_data.local_files_only = True
         prefix = (st.prompts or {}).get(st.default_prompt_name or "", "") if st.default_prompt_name else ""
         student = cls(st, prefix)
         student.head  # validates the layout

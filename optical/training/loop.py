@@ -54,6 +54,13 @@ from optical.training.checkpoint import (
     save_student,
 )
 from optical.training.teacher_store import TeacherStore
+from optical.training.trackers import (
+    accelerator_options,
+    check_trackers,
+    finish_trackers,
+    start_trackers,
+    tracker_values,
+)
 from optical.training.warm_start import warm_start, warm_start_cache, warm_start_sample
 
 
@@ -153,11 +160,12 @@ class Distiller:
         self.recipe, self.cfg = recipe, recipe.train
         self.resume, self.overwrite, self.resume_changed = resume, overwrite, resume_changed
         target = choose_device(self.cfg.device)
+        self.run_dir = Path(recipe.output_dir)
+        check_trackers(self.cfg.trackers)  # a tracker that is not installed: one line, before anything loads
         self.accelerator = Accelerator(mixed_precision=choose_precision(self.cfg.precision, target),
-                                       cpu=target.type == "cpu")
+                                       cpu=target.type == "cpu", **accelerator_options(self.cfg.trackers, self.run_dir))
         self.device, self.main = self.accelerator.device, self.accelerator.is_main_process
         set_seed(self.cfg.seed)
-        self.run_dir = Path(recipe.output_dir)
         self.log_path = self.run_dir / "log.jsonl"
         self.cache_dir = cache_dir or default_cache_dir()
         self.progress = show_progress and self.main
@@ -189,9 +197,12 @@ class Distiller:
         self.setup_warm_start()
         self.setup_objective()
         self.setup_optimizer()
-        self.start_log()
-        losses = self.train()
-        return self.save(losses)
+        try:
+            self.start_log()
+            losses = self.train()
+            return self.save(losses)
+        finally:
+            finish_trackers(self.accelerator)
 
     def setup_run_dir(self) -> bool:
         """Check the folder before any model loads (one run per folder, writable); clear it
@@ -338,7 +349,8 @@ class Distiller:
         self.model, self.optimizer = self.accelerator.prepare(student, optimizer)
 
     def start_log(self) -> None:
-        """recipe.yaml into the run folder; on resume, drop the log lines that will be redone."""
+        """recipe.yaml into the run folder; on resume, drop the log lines that will be redone;
+        start the recipe's trackers (`train.trackers`)."""
         if not self.main:
             return
         with writing(self.run_dir):
@@ -346,6 +358,14 @@ class Distiller:
         atomic_write_text(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
         if self.resume:
             truncate_log(self.log_path, self.start_step)  # the steps after the checkpoint run again
+        if self.cfg.trackers:
+            start_trackers(self.accelerator, self.recipe, self.run_dir, self.start_step if self.resume else None)
+
+    def log_record(self, record: dict) -> None:
+        """One record onto log.jsonl and, as numbers at its step, to the trackers (main process)."""
+        append_log(self.log_path, record)
+        if self.cfg.trackers:
+            self.accelerator.log(tracker_values(record), step=record["step"])
 
     # ------------------------------------------------------------------ one step
 
@@ -449,11 +469,11 @@ class Distiller:
             bar.set_postfix(loss=f"{step_loss:.4f}", pairs_s=f"{rate:.1f}")
             bar.update(1)
             if main:
-                append_log(self.log_path, {"step": step, "loss": step_loss, **parts,
-                                           "lr": self.scheduler.get_last_lr()[0], "pairs_per_s": rate})
+                self.log_record({"step": step, "loss": step_loss, **parts,
+                                 "lr": self.scheduler.get_last_lr()[0], "pairs_per_s": rate})
             if cfg.eval_every and step % cfg.eval_every == 0 and main and self.heldout:
                 metrics = heldout_metrics(accelerator.unwrap_model(self.model), self.heldout, self.heldout_teacher)
-                append_log(self.log_path, {"step": step, "heldout": metrics})
+                self.log_record({"step": step, "heldout": metrics})
                 self.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
             if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == self.total_steps):
                 # every rank checks (the weights are the same on all), so all stop together
@@ -469,9 +489,24 @@ class Distiller:
         """The trained student, unwrapped from accelerate (identical on every process)."""
         return self.accelerator.unwrap_model(self.model)
 
+    def write_card(self, final: Student, student_dir: Path, summary: dict) -> None:
+        """The student's model card (README.md): sentence-transformers' card with the teacher,
+        languages, licence, bitext, recipe and held-out checks (optical.card). A card that
+        cannot be generated leaves sentence-transformers' own and a warning, not a lost run."""
+        from optical.card import write_card
+
+        try:
+            write_card(final.model, self.recipe, self.run_dir, student_dir, summary=summary)
+        except OpticalError:
+            raise
+        except Exception as err:  # the card documents the run; the run itself is complete
+            self.notice(f"warning: model card not written ({type(err).__name__}: {err}); "
+                        f"`optical card {self.run_dir}` tries again")
+
     def save(self, losses: list[float]) -> DistillResult:
-        """The student folder, the final held-out check, and metrics.json (written last: its
-        presence marks the run finished, so `resume` then does nothing)."""
+        """The student folder, the final held-out check, the student's model card, and
+        metrics.json (written last: its presence marks the run finished, so `resume` then
+        does nothing)."""
         self.accelerator.wait_for_everyone()
         final = self.final_model()
         check_finite(final, self.total_steps, self.last_checkpoint)
@@ -486,7 +521,8 @@ class Distiller:
                        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
                        "warm_start": self.warm_report, "heldout": metrics,
                        "seconds": round(time.perf_counter() - self.started, 2)}
-            append_log(self.log_path, {"step": self.total_steps, "heldout": metrics, "final": True})
+            self.write_card(final, student_dir, summary)
+            self.log_record({"step": self.total_steps, "heldout": metrics, "final": True})
             atomic_write_text(self.run_dir / "metrics.json", json.dumps(summary, indent=2))
             self.say(f"student saved to {student_dir}")
         return DistillResult(self.run_dir, student_dir, self.total_steps, losses, metrics, self.warm_report)
