@@ -4,7 +4,7 @@ Free software translates its messages with gettext; a system's
 ``/usr/share/locale/<lang>/LC_MESSAGES/*.mo`` files are thousands of short, human
 translated UI strings (msgid is English by gettext convention, msgstr the translation).
 
-- the header entry (empty msgid) is skipped; a message context (``ctx\\x04msgid``) is dropped;
+- the header (catalogue metadata) is not a message; a message context (``msgctxt``) is dropped;
 - plurals: the English singular pairs with the first form and the English plural with
   the second form when the language has one (languages with a single form, like
   Vietnamese, pair only the singular);
@@ -37,9 +37,6 @@ from data_prep.clean import (
 )
 from optical.errors import OpticalError
 
-MO_MAGIC_LE = 0x950412DE
-MO_MAGIC_BE = 0xDE120495
-_CHARSET = re.compile(r"charset=([A-Za-z0-9._-]+)", re.IGNORECASE)
 # "Tệp (_F)" / "ファイル(&F)": a translation's accelerator appended in brackets.
 _BRACKET_ACCEL = re.compile(r"\s*[(（][_&][A-Za-z0-9][)）]")
 # "_File": an underscore starting a word; "&File" but not the entity "&amp;".
@@ -58,57 +55,27 @@ class MoEntry:
 
 
 def read_mo(path: str | Path) -> list[MoEntry]:
-    """Parse a GNU ``.mo`` file (either byte order), including its header entry."""
+    """Parse a GNU ``.mo`` file (either byte order) with polib. The header (catalogue
+    metadata) is not an entry. The stdlib's ``gettext.GNUTranslations`` reads ``.mo`` too,
+    but keeps no English plural (``msgid_plural``), which the plural pairs need."""
+    import polib
+
     path = Path(path)
+    if not path.is_file():
+        raise OpticalError(f"{path}: no such file")
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise OpticalError(f"{path}: cannot read ({err.strerror})") from None
-    if len(data) < 28:
-        raise OpticalError(f"{path}: not a .mo file (too short)")
-    magic = struct.unpack("<I", data[:4])[0]
-    if magic == MO_MAGIC_LE:
-        order = "<"
-    elif magic == MO_MAGIC_BE:
-        order = ">"
-    else:
-        raise OpticalError(f"{path}: not a .mo file (bad magic number)")
-    _revision, count, originals_at, translations_at = struct.unpack(order + "4I", data[4:20])
-
-    def table(offset: int) -> list[bytes]:
-        strings = []
-        for i in range(count):
-            length, start = struct.unpack(order + "2I", data[offset + 8 * i: offset + 8 * i + 8])
-            if start + length > len(data):
-                raise OpticalError(f"{path}: corrupt .mo file (string {i} runs past the end)")
-            strings.append(data[start:start + length])
-        return strings
-
-    try:
-        originals, translations = table(originals_at), table(translations_at)
-    except struct.error:
-        raise OpticalError(f"{path}: corrupt .mo file (truncated string table)") from None
-
-    charset = "utf-8"
-    for original, translation in zip(originals, translations):
-        if original == b"":
-            match = _CHARSET.search(translation.decode("ascii", "replace"))
-            if match and match.group(1).upper() != "CHARSET":
-                charset = match.group(1)
-    try:
-        "".encode(charset)
-    except LookupError:
-        charset = "utf-8"
-
+        catalogue = polib.mofile(str(path))
+    except OSError as err:  # polib says "magic number is incorrect" for what is not a .mo file
+        raise OpticalError(f"{path}: not a .mo file ({str(err).strip(' !') or 'unreadable'})") from None
+    except (struct.error, ValueError, IndexError, LookupError, UnicodeDecodeError) as err:
+        raise OpticalError(f"{path}: corrupt .mo file ({type(err).__name__}: {err})") from None
     entries = []
-    for original, translation in zip(originals, translations):
-        msgid = original.decode(charset, "replace")
-        context = None
-        if "\x04" in msgid:
-            context, msgid = msgid.split("\x04", 1)
-        singular, _, plural = msgid.partition("\x00")
-        forms = translation.decode(charset, "replace").split("\x00")
-        entries.append(MoEntry(singular, plural or None, forms, context))
+    for entry in catalogue:
+        if entry.msgid_plural:
+            forms = [entry.msgstr_plural[i] for i in sorted(entry.msgstr_plural)]
+        else:
+            forms = [entry.msgstr]
+        entries.append(MoEntry(entry.msgid, entry.msgid_plural or None, forms, entry.msgctxt or None))
     return entries
 
 
@@ -122,11 +89,11 @@ def strip_accelerators(text: str) -> str:
 def entry_pairs(entries: list[MoEntry], *, accelerators: bool = False
                 ) -> tuple[list[tuple[str, str]], Counter]:
     """Raw ``(english, other)`` pairs of catalogue entries, and skips per reason."""
-    skipped = Counter(header=0, untranslated_entry=0)
+    skipped = Counter(untranslated_entry=0)
     pairs = []
     for entry in entries:
-        if entry.msgid == "" and entry.context is None:
-            skipped["header"] += 1
+        if not entry.msgid.strip():
+            skipped["empty_msgid"] += 1
             continue
         candidates = [(entry.msgid, entry.translations[0] if entry.translations else "")]
         if entry.msgid_plural is not None and len(entry.translations) > 1:

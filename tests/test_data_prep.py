@@ -14,6 +14,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_prep import clean, download, gettext_mo, libreoffice_help as lo
 from optical.errors import OpticalError
@@ -364,7 +366,7 @@ def test_read_mo_and_pairs(tmp_path):
     assert plural.msgid_plural == "%d files" and plural.translations == ["%d tệp"]
     assert next(e for e in entries if e.msgid == "Print").context == "menu"
     pairs, skipped = gettext_mo.entry_pairs(entries)
-    assert skipped == {"header": 1, "untranslated_entry": 1}
+    assert skipped == {"untranslated_entry": 1}  # the header is metadata, not a message
     assert ("Save", "Lưu") in pairs and ("Quit", "Thoát") in pairs
     assert ("%d file", "%d tệp") in pairs and ("%d files", "%d tệp") not in pairs
     assert ("%d row", "%d hàng") in pairs and ("%d rows", "%d các hàng") in pairs
@@ -387,8 +389,12 @@ def test_mo_to_bitext_cli(tmp_path):
 def test_bad_mo(tmp_path):
     bad = tmp_path / "bad.mo"
     bad.write_bytes(b"\x00" * 40)
-    with pytest.raises(OpticalError, match="bad magic"):
+    with pytest.raises(OpticalError, match=r"bad.mo: not a \.mo file \(Invalid mo file, magic number is incorrect\)"):
         gettext_mo.read_mo(bad)
+    truncated = tmp_path / "truncated.mo"
+    truncated.write_bytes(bytes.fromhex("de120495") + b"\x00" * 10)
+    with pytest.raises(OpticalError, match="truncated.mo: corrupt .mo file"):
+        gettext_mo.read_mo(truncated)
     with pytest.raises(OpticalError, match="no such file"):
         gettext_mo.find_mo_files([tmp_path / "missing"])
 
@@ -500,3 +506,21 @@ def test_page_pairs_are_whole_training_pages(prepared):
         assert any(unit in english for unit in train_text)  # the page's own paragraphs, joined
         assert other != english
     assert tsv_pairs(out / "train+pages.tsv") == tsv_pairs(out / "train.tsv") + page_pairs
+
+
+@settings(deadline=None)
+@given(data=st.one_of(st.binary(max_size=120),
+                      st.binary(max_size=100).map(lambda b: bytes.fromhex("de120495") + b),
+                      st.binary(max_size=100).map(lambda b: bytes.fromhex("950412de") + b)))
+def test_read_mo_on_any_bytes_works_or_says_why(data):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.mo"
+        path.write_bytes(data)
+        try:
+            entries = gettext_mo.read_mo(path)
+        except OpticalError as err:
+            assert "\n" not in str(err) and "x.mo" in str(err)
+        else:
+            assert all(isinstance(e.msgid, str) for e in entries)
