@@ -88,3 +88,22 @@ def test_faiss_factory_strings_build_through_index_factory(vectors, tmp_path):
         with pytest.raises(OpticalError, match=reason) as err:
             build_index(docs, bad)
         assert "\n" not in str(err.value)
+
+
+def test_search_moves_flat_and_ivf_to_the_gpus_faiss_sees(vectors, monkeypatch):
+    """With faiss-gpu (here simulated) flat and IVF indexes are searched on the GPUs; HNSW,
+    which faiss-gpu lacks, stays on the CPU."""
+    import faiss
+
+    moved = []
+
+    def to_gpus(index):
+        moved.append(type(index).__name__)
+        return index  # the CPU index stands in for its GPU copy
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", to_gpus, raising=False)
+    docs, queries = vectors
+    for spec in ("flat", "ivf:nlist=8,nprobe=8", "hnsw:M=8"):
+        search(build_index(docs, spec), queries, k=3)
+    assert moved == ["IndexFlat", "IndexIVFFlat"]
