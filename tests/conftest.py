@@ -14,6 +14,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import tiny_models  # noqa: E402  (tests/ is on sys.path)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Hypothesis profiles for the property tests that do not fix their own max_examples (the
+# parser tests in test_parsers.py): "ci" is the default run; "fuzz" is the long run by hand,
+# `HYPOTHESIS_PROFILE=fuzz pytest tests/test_parsers.py` (or `--hypothesis-profile fuzz`),
+# FUZZ_EXAMPLES per test, so the seven parser properties together try over 10,000 inputs.
+CI_EXAMPLES = 150
+FUZZ_EXAMPLES = 10_000
+settings.register_profile("ci", max_examples=CI_EXAMPLES, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=FUZZ_EXAMPLES, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.filter_too_much])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,7 +20,9 @@ from optical.eval.index import parse_index_spec
 from optical.recipe import Recipe, load_recipe, recipe_from_dict
 
 runner = CliRunner()
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# max_examples comes from the loaded hypothesis profile (tests/conftest.py): "ci" by default,
+# "fuzz" by hand (HYPOTHESIS_PROFILE=fuzz).
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEEP = "[" * 100_000 + "]" * 100_000
 
 
