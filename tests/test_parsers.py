@@ -271,6 +271,8 @@ def write_per_query(folder: Path, content) -> Path:
     (7, "expected {task: {metric"),
     (b'{"clir": {"nDCG@10": {"q1": 0.5, "q\xff": 1}}}', "per_query.json:1: not valid UTF-8"),
     (b'{"clir": {"nDCG@10": {"q1": NaN}}}', "expected a finite number"),
+    ({"clir": {"nDCG@10": {"q1": 8.988465674311579e+307}}}, "clir.nDCG@10.q1: expected a metric value within"),
+    ({"clir": {"nDCG@10": {"q1": -10**16}}}, "expected a metric value within ±1e+15"),
 ])
 def test_compare_refuses_malformed_per_query(tmp_path, content, pattern):
     good = write_per_query(tmp_path / "a", {"clir": {"nDCG@10": {"q1": 0.5, "q2": 1.0}}})
@@ -290,6 +292,7 @@ per_query_shaped = st.dictionaries(st.sampled_from(["clir", "t"]), st.dictionari
 
 @PROPERTY
 @given(content=st.one_of(per_query_values, per_query_shaped, st.binary(max_size=60)))
+@example(content={"clir": {"nDCG@10": {"q1": 8.988465674311579e+307, "q2": 8.98846567431158e+307}}})  # fuzz find
 def test_per_query_reader_works_or_says_why(content):
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_per_query(Path(tmp) / "run", content)

@@ -21,11 +21,15 @@ import numpy as np
 from optical.data.jsonl import lone_surrogate
 from optical.errors import OpticalError
 
+#: largest per-query value accepted: far beyond any IR metric or count, small enough that
+#: means, differences and the t-test's squares stay finite
+MAX_VALUE = 1e15
+
 
 def load_per_query(run_dir: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     """``{task: {metric: {qid: value}}}`` of an ``optical eval --out`` folder; anything else
-    (not UTF-8, not JSON, another shape, a value that is not a finite number) raises
-    OpticalError naming the file and the first bad key."""
+    (not UTF-8, not JSON, another shape, a value that is not a finite number within
+    ±MAX_VALUE) raises OpticalError naming the file and the first bad key."""
     path = Path(run_dir) / "per_query.json"
     if not path.is_file():
         raise OpticalError(f"{path}: file not found (is {run_dir} an 'optical eval --out' folder?)")
@@ -57,6 +61,9 @@ def load_per_query(run_dir: str | Path) -> dict[str, dict[str, dict[str, float]]
                 if not _finite_number(value):
                     raise OpticalError(f"{path}: {task}.{metric}.{qid}: expected a finite number, "
                                        f"got {str(value)[:40]!r}")
+                if abs(value) > MAX_VALUE:
+                    raise OpticalError(f"{path}: {task}.{metric}.{qid}: expected a metric value within "
+                                       f"±{MAX_VALUE:g}, got {str(value)[:40]!r}")
     return data
 
 
