@@ -117,7 +117,8 @@ def child_env(cache: Path, threads: int, pause: dict | None = None) -> dict:
         env["OPTICAL_KILL_PAUSE"] = json.dumps(pause)
     env.update(PYTHONPATH=os.pathsep.join(paths), OPTICAL_CACHE=str(cache), OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONHASHSEED="0")
+               TOKENIZERS_PARALLELISM="false")
+    env.pop("PYTHONHASHSEED", None)  # each process draws its own hash seed, as a real restart does
     return env
 
 
