@@ -12,7 +12,8 @@ The killed run is started, killed at a planned moment, started again with `--res
 killed again, ... `--kills` times, then resumed to the end. Kill moments (`kind`):
 
   startup            a random time after the start, within the unbroken run's start-up
-                     (imports, models loading, teacher cache, warm start)
+                     (imports, models loading, teacher cache, warm start); at the latest
+                     when this start logs its first step
   training           a random time (0 to 2 step times) after a random step was logged
   checkpoint-write   as soon as a checkpoint's temporary folder (`checkpoints/.step-*`)
                      appears: inside the checkpoint write
@@ -20,7 +21,7 @@ killed again, ... `--kills` times, then resumed to the end. Kill moments (`kind`
   latest             the new checkpoint folder is in place, `checkpoints/latest` not yet
                      replaced
   log-truncate       a resumed run is replacing log.jsonl (dropping the steps it redoes)
-  final-write        as soon as the final student's temporary folder (`.student-*.tmp`)
+  final-write        as soon as the final student's temporary folder (`.student.*.tmp`)
                      appears: inside the final save
   final-rename       the final student is written aside, not yet renamed to `student/`
   before-metrics     `student/` and the last log line are written, `metrics.json` not yet
@@ -224,8 +225,9 @@ def reap(process: subprocess.Popen, block: bool) -> tuple[str, int] | None:
 
 
 def launch(command: list[str], env: dict, run_dir: Path, kind: str | None, target: int | None,
-           timing: dict, rng: random.Random, log_file: Path, ckpt: int | None = None) -> dict:
-    """Start one training process; kill it at the moment `kind` asks for (None: let it end)."""
+           timing: dict, rng: random.Random, log_file: Path, ckpt: int | None = None, start: int = 0) -> dict:
+    """Start one training process; kill it at the moment `kind` asks for (None: let it end).
+    `start`: the step of the checkpoint it resumes from (0: none)."""
     inode_before, _ = log_state(run_dir)
     student_before = _inode(run_dir / "student")
     stale = set(leftovers(run_dir))  # left by the previous kill: the start removes them, they mark nothing
@@ -246,22 +248,24 @@ def launch(command: list[str], env: dict, run_dir: Path, kind: str | None, targe
             ended = state
             break
         fire = state is not None  # stopped by the pause hook
-        if not fire and kind == "training":
+        if not fire and kind in TIMED:
             inode, last = log_state(run_dir)
             trust_log = trust_log or (inode is not None and inode != inode_before)
-            if fire_at is None and trust_log and last is not None and last >= target - 1:
+            if kind == "training" and fire_at is None and trust_log and last is not None and last >= target - 1:
                 fire_at = now + rng.uniform(0.0, timing["step_s"])
+            if kind == "startup" and trust_log and last is not None and last > start:
+                fire = True  # the start-up is over (this start is shorter than the unbroken one's): kill now
         if not fire and fire_at is not None and now >= fire_at:
             fire = True
         if not fire and kind == "checkpoint-write":
             for entry in (run_dir / "checkpoints").glob(".step-*") if (run_dir / "checkpoints").is_dir() else ():
-                found = re.match(r"\.step-(\d+)-", entry.name)
+                found = re.match(r"\.step-(\d+)[.-]", entry.name)
                 if found and int(found.group(1)) >= ckpt and "checkpoints/" + entry.name not in stale:
                     fire = hit = True
         if not fire and kind in POLLED:
             # the final save; for checkpoint-write only when every checkpoint write was missed
             # (polling can miss one on a busy machine): kill there rather than let the run end
-            if any(entry.name not in stale for entry in run_dir.glob(".student-*.tmp")):
+            if any(entry.name not in stale for entry in run_dir.glob(".student[.-]*.tmp")):
                 fire, hit = True, kind == "final-write"
             elif _inode(run_dir / "student") not in (None, student_before):
                 fire, hit = True, False
@@ -370,8 +374,10 @@ def run(kills: int = 20, seed: int | None = None, steps: int = 40, checkpoint_ev
                 else:
                     plan[index], plan[later] = (plan[later][0], target), (kind, plan[later][1])
                     kind = plan[index][0]
-            if kind not in FINAL and kind != "startup" and (start or 0) >= steps:
-                kind = "startup"  # (a late kill left the run at its last checkpoint: nothing to train)
+            if kind not in FINAL and (start or 0) >= steps:
+                # (a late kill left the run at its last checkpoint: nothing to train; this start only
+                # saves the student) a kill before metrics.json, which always comes
+                kind = "before-metrics"
             if kind in ("training", "checkpoint-write", "checkpoint-rename", "latest"):
                 target = min(max(target, (start or 0) + 1), steps)
             ckpt = checkpoint_step(target, checkpoint_every, steps) if kind in (
@@ -380,7 +386,7 @@ def run(kills: int = 20, seed: int | None = None, steps: int = 40, checkpoint_ev
             resume = bool(launches)
             command = distill_command(python, teacher, student, broken, args, resume=resume)
             record = launch(command, child_env(cache, threads, pause), broken, kind, target, timing, rng,
-                            output, ckpt)
+                            output, ckpt, start or 0)
             record.update(launch=number, resumed=resume, resumed_from_step=start if resume else None)
             launches.append(record)
             say(f"  kill {number:2d}/{len(plan)} {kind:17s} "
@@ -422,7 +428,7 @@ def run(kills: int = 20, seed: int | None = None, steps: int = 40, checkpoint_ev
             "polled_moments_missed": sum(r["kind"] in POLLED and not r["moment_hit"] for r in done),
             "kills_inside_checkpoint_write": sum(any(x.startswith("checkpoints/.step-") for x in r["left_on_disk"])
                                                  for r in done),
-            "kills_inside_final_save": sum(any(x.startswith(".student-") for x in r["left_on_disk"]) for r in done),
+            "kills_inside_final_save": sum(any(x.startswith((".student.", ".student-")) for x in r["left_on_disk"]) for r in done),
             "latest_always_complete": all(r["latest_complete"] is not False for r in launches + [final]),
             "final_exit_code": final["returncode"],
             "launches": launches + [final],
