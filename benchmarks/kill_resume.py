@@ -428,7 +428,8 @@ def run(kills: int = 20, seed: int | None = None, steps: int = 40, checkpoint_ev
             "polled_moments_missed": sum(r["kind"] in POLLED and not r["moment_hit"] for r in done),
             "kills_inside_checkpoint_write": sum(any(x.startswith("checkpoints/.step-") for x in r["left_on_disk"])
                                                  for r in done),
-            "kills_inside_final_save": sum(any(x.startswith((".student.", ".student-")) for x in r["left_on_disk"]) for r in done),
+            "kills_inside_final_save": sum(any(x.startswith((".student.", ".student-")) for x in r["left_on_disk"])
+                                           for r in done),
             "latest_always_complete": all(r["latest_complete"] is not False for r in launches + [final]),
             "final_exit_code": final["returncode"],
             "launches": launches + [final],
