@@ -117,6 +117,16 @@ def test_nul_inside_a_line_is_a_bad_line(tmp_path):
         read_bitext(path, on_bad_line="error")
 
 
+def test_escaped_nul_in_jsonl_is_a_bad_line(tmp_path):
+    """Found by the fuzz profile: a JSON \\u0000 escape put a NUL into a read pair."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"en": "a cat", "vi": "con meo"}\n{"en": "\\u0000", "vi": "!"}\n', "utf-8")
+    bitext = read_bitext(path, max_bad_fraction=1.0)
+    assert bitext.pairs == [("a cat", "con meo")] and bitext.bad == [(2, "NUL character (\\u0000) in a value")]
+    with pytest.raises(OpticalError, match=r"pairs.jsonl:2: NUL character \(\\u0000\) in a value"):
+        read_bitext(path, on_bad_line="error")
+
+
 @pytest.mark.parametrize("header", ["en\tvi", "english\tvietnamese", "EN\tVI", "source\ttarget"])
 def test_header_row_is_skipped_and_said(tmp_path, header):
     path = tmp_path / "pairs.tsv"

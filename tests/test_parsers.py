@@ -168,6 +168,7 @@ def test_read_bitext_works_or_says_why(lines, suffix, mode):
                                 st.lists(bitext_line, max_size=12).map(b"\n".join))),
        suffix=st.sampled_from([".tsv", ".jsonl", ".txt"]), mode=st.sampled_from(["skip", "error"]),
        fraction=st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+@example(data=b'{"en":"\\u0000","vi":"!"}', suffix=".jsonl", mode="skip", fraction=0.0)  # a fuzz find
 def test_any_bytes_read_or_raise_optical_error(data, suffix, mode, fraction):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"pairs{suffix}"

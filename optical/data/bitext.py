@@ -133,6 +133,8 @@ def _parse_line(line: str, fmt: str, en_column: str, other_column: str) -> tuple
         en, other = record[en_column], record[other_column]
         if not isinstance(en, str) or not isinstance(other, str):
             raise ValueError("values must be strings")
+        if "\0" in en or "\0" in other:  # a \u0000 escape: the NUL the raw-byte check cannot see
+            raise ValueError("NUL character (\\u0000) in a value")
     en, other = en.strip(), other.strip()
     if not en or not other:
         raise ValueError("empty side")
