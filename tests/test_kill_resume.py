@@ -8,10 +8,15 @@ import random
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import kill_resume
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:  # `benchmarks` is not installed; appended, so `optical` resolves as before
+    sys.path.append(REPO)
+
+from benchmarks import kill_resume  # noqa: E402
 
 
 @pytest.mark.parametrize("seed", range(5))
