@@ -144,6 +144,12 @@ def test_resume_after_a_kill_is_bit_identical_with_dropout(tiny_teacher_st, tiny
     assert [r["step"] for r in step_losses(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
     a, b = weights(unbroken.student_dir), weights(resumed.student_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the summary covers the whole run, warm start and the killed process's steps included
+    summary = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
+    for s in summary:
+        s.pop("seconds")
+    assert summary[0] == summary[1] and summary[1]["warm_start"] is not None
+    assert resumed.losses == unbroken.losses and len(resumed.losses) == 6
 
     # Without the RNG states the dropout masks after the resume differ: dropout is in effect.
     again = make_recipe(tiny_teacher_st, tiny_student, tmp_path / "c", "train.steps=6", "train.checkpoint_every=3")

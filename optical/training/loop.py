@@ -173,6 +173,7 @@ class Distiller:
         self.warm_report: dict | None = None
         self.start_step = 0
         self._order: tuple[int | None, list[int]] = (None, [])  # (epoch, its data order)
+        self.earlier_losses: list[float] = []  # step losses of the processes a resumed run continues
 
     def say(self, text: str) -> None:
         """Progress news: shown unless --quiet, on the main process only."""
@@ -358,8 +359,29 @@ class Distiller:
         atomic_write_text(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
         if self.resume:
             truncate_log(self.log_path, self.start_step)  # the steps after the checkpoint run again
+            self.recover_log()
+        elif self.warm_report is not None:  # kept in the log, so a resumed run reports it too
+            append_log(self.log_path, {"step": 0, "warm_start": self.warm_report})
         if self.cfg.trackers:
             start_trackers(self.accelerator, self.recipe, self.run_dir, self.start_step if self.resume else None)
+
+    def recover_log(self) -> None:
+        """What the killed process(es) logged up to the checkpoint: their step losses and the
+        warm-start report, so metrics.json ends as an unbroken run's."""
+        self.earlier_losses = []
+        if not self.log_path.is_file():
+            return
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            if isinstance(record.get("warm_start"), dict) and self.warm_report is None:
+                self.warm_report = record["warm_start"]
+            if "loss" in record and isinstance(record.get("step"), int) and record["step"] <= self.start_step:
+                self.earlier_losses.append(float(record["loss"]))
 
     def log_record(self, record: dict) -> None:
         """One record onto log.jsonl and, as numbers at its step, to the trackers (main process)."""
@@ -507,6 +529,7 @@ class Distiller:
         """The student folder, the final held-out check, the student's model card, and
         metrics.json (written last: its presence marks the run finished, so `resume` then
         does nothing)."""
+        losses = self.earlier_losses + losses  # a resumed run reports the whole run
         self.accelerator.wait_for_everyone()
         final = self.final_model()
         check_finite(final, self.total_steps, self.last_checkpoint)
