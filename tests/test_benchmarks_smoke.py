@@ -39,3 +39,28 @@ def test_loop_throughput_runs_the_real_loop_and_the_reference(tmp_path, tiny_tea
         assert row["ratio"] == row["optical_pairs_per_s"] / row["reference_pairs_per_s"]
     saved = json.loads((tmp_path / "loop_throughput.json").read_text())
     assert saved["configurations"] == payload["configurations"] and (tmp_path / "loop_throughput.md").is_file()
+
+
+def test_ot_solver_benchmark_reports_a_failing_pot_solver_and_goes_on(tmp_path, monkeypatch):
+    """POT's scaling solve_batch crashes on CUDA tensors: the benchmark records it and finishes."""
+    import ot
+
+    from benchmarks import ot_solver
+
+    if not ot_solver.has_pot_batch():
+        return
+    real = ot.solve_batch
+
+    def crashes_on_scaling(*args, method="log_sinkhorn", **kwargs):
+        if method == "sinkhorn":
+            raise RuntimeError("expected all tensors to be on the same device")
+        return real(*args, method=method, **kwargs)
+
+    monkeypatch.setattr(ot, "solve_batch", crashes_on_scaling)
+    payload = ot_solver.main(["--quick", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)])
+    [row] = [r for r in payload["rows"] if "pot_batch_torch_scaling" in r["solvers"]][:1]
+    assert row["solvers"]["pot_batch_torch_scaling"] == {
+        "error": "RuntimeError: expected all tensors to be on the same device"}
+    assert "seconds" in row["solvers"]["pot_batch_torch"]
+    assert payload["verdict"]["failed_solvers"]["pot_batch_torch_scaling"].startswith("RuntimeError")
+    assert "failed" in (tmp_path / "ot_solver.md").read_text()
