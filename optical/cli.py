@@ -198,7 +198,7 @@ def eval_command(
                       cache_dir=cache_dir, show_progress=sys.stderr.isatty(), passages=passages,
                       max_length=doc_max_length)
     typer.echo(format_report(report))
-    from optical.card import refresh_after_eval
+    from optical.publish.card import refresh_after_eval
 
     card = refresh_after_eval(student, out)  # written into RUN/eval-*: the run's model card shows it
     if card is not None:
@@ -291,7 +291,7 @@ def card_command(
                                                "default: the base model's when optical knows it, else kept."),
 ) -> None:
     """Rewrite the student's model card (student/README.md) from the run: evaluations, licence."""
-    from optical.card import refresh_card
+    from optical.publish.card import refresh_card
 
     if license is not None and not license.strip():
         fail("--license: empty licence id")
@@ -310,7 +310,7 @@ def push_command(
     message: Optional[str] = typer.Option(None, help="Commit message."),
 ) -> None:
     """Upload a run's student, with its model card, to the Hugging Face hub."""
-    from optical.hub import push
+    from optical.publish.hub import push
 
     typer.echo(push(run, repo_id, token=token, private=private, revision=revision, message=message))
 

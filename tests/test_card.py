@@ -15,7 +15,7 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 import tiny_models
-from optical.card import END, MODEL_ID_PLACEHOLDER, START, generate_card, refresh_card
+from optical.publish.card import END, MODEL_ID_PLACEHOLDER, START, generate_card, refresh_card
 from optical.cli import app
 from optical.eval.encoders import SentenceTransformerEncoder
 from optical.models.sources import folder_identity

@@ -10,7 +10,7 @@ MODULES = ["optical.losses.token_ot", "optical.losses.mse", "optical.losses.info
            "optical.ot.sinkhorn", "optical.ot.masks", "optical.files",
            "optical.training.warm_start", "optical.eval.retrieval", "optical.recipe", "optical.eval.compare",
            "optical.eval.index", "optical.eval.mteb",
-           "optical.card", "optical.plots"]
+           "optical.publish.card", "optical.plots"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -513,9 +513,9 @@ class Distiller:
 
     def write_card(self, final: Student, student_dir: Path, summary: dict) -> None:
         """The student's model card (README.md): sentence-transformers' card with the teacher,
-        languages, licence, bitext, recipe and held-out checks (optical.card). A card that
+        languages, licence, bitext, recipe and held-out checks (optical.publish.card). A card that
         cannot be generated leaves sentence-transformers' own and a warning, not a lost run."""
-        from optical.card import write_card
+        from optical.publish.card import write_card
 
         try:
             write_card(final.model, self.recipe, self.run_dir, student_dir, summary=summary)

@@ -51,7 +51,7 @@ def push(run_dir: str | Path, repo_id: str, token: str | None = None, private: b
 
     `private` applies when the repository is created; `revision` is a branch (created from
     the default branch when missing)."""
-    from optical.card import card_for_hub, refresh_card
+    from optical.publish.card import card_for_hub, refresh_card
     from optical.run_dir import load_run
 
     run_dir = Path(run_dir)

@@ -1,0 +1,1 @@
+"""Publishing a trained student: its model card (card.py) and the upload to the Hub (hub.py)."""
