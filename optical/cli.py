@@ -380,11 +380,19 @@ def grid_command(
     collect_only: bool = typer.Option(False, "--collect-only", help="Train nothing; rebuild the table from disk."),
     dry_run: bool = typer.Option(False, help="List the cells that would run, and stop."),
     progress: bool = typer.Option(False, help="Progress bars of each run."),
+    baseline: Optional[str] = typer.Option(None, help="Test every row against this variant instead of the grid's "
+                                                      "baseline (table: results-vs-<VARIANT>.md)."),
 ) -> None:
     """Run an experiment grid (variants × languages × seeds × budgets) and write the verdict table."""
     from optical.experiments import cells, collect, eval_dir, format_table, load_grid, run_grid
 
     grid = load_grid(grid_file)
+    if baseline is not None:
+        import dataclasses
+
+        if baseline not in [v.name for v in grid.variants]:
+            fail(f"--baseline {baseline}: not a variant of {grid_file}")
+        grid = dataclasses.replace(grid, baseline=baseline, table=f"results-vs-{baseline}")
     only = lambda c: ((not lang or c.lang in lang) and (not variant or c.variant.name in variant)  # noqa: E731
                       and (not seed or c.seed in seed))
     if dry_run:
@@ -395,4 +403,4 @@ def grid_command(
     result = collect(grid) if collect_only else run_grid(grid, only, show_progress=progress,
                                                          log=lambda s: typer.echo(s, err=True))
     typer.echo(format_table(result))
-    typer.echo(f"table: {Path(grid.out) / 'results.md'}", err=True)
+    typer.echo(f"table: {Path(grid.out) / (grid.table + '.md')}", err=True)

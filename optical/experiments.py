@@ -80,6 +80,7 @@ class Grid:
     out: str = "runs/grid"
     overrides: dict = field(default_factory=dict)  # recipe overrides for every cell (before the variant's)
     keep_students: bool = True  # False: delete each student's weights once its evaluations are written
+    table: str = "results"  # file name (no suffix) of the table in `out`
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -424,8 +425,8 @@ def collect(grid: Grid) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     from optical.files import atomic_write_text
 
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
-    atomic_write_text(out / "results.md", format_table(result) + "\n")
+    atomic_write_text(out / f"{grid.table}.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / f"{grid.table}.md", format_table(result) + "\n")
     return result
 
 

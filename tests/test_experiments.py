@@ -139,6 +139,14 @@ def test_grid_end_to_end_on_tiny_models(tmp_path, tiny_teacher_st, tiny_student,
     assert (tmp_path / "runs/toy/vi/3/mse/seed-1/student/model.safetensors").stat().st_mtime_ns == stamp
     dry = runner.invoke(app, ["grid", "grid.yaml", "--dry-run"])
     assert dry.output.count("done") == 6 and "todo" not in dry.output
+    # the same runs tested against another variant: a second table, the grid's own untouched
+    before = (tmp_path / "runs/toy/results.md").read_text()
+    other = runner.invoke(app, ["grid", "grid.yaml", "--collect-only", "--baseline", "token-ot"])
+    assert other.exit_code == 0, other.output
+    assert "against `token-ot`" in (tmp_path / "runs/toy/results-vs-token-ot.md").read_text()
+    assert (tmp_path / "runs/toy/results.md").read_text() == before
+    bad = runner.invoke(app, ["grid", "grid.yaml", "--collect-only", "--baseline", "nope"])
+    assert bad.exit_code == 2 and "--baseline nope: not a variant" in bad.output
 
 
 def _toy_grid(tmp_path, tiny_teacher_st, tiny_student, **grid_extra):
