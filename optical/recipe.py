@@ -556,9 +556,3 @@ def recipe_differences(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_
         if a.get(key, missing) != b.get(key, missing):
             changes.append((key, a.get(key), b.get(key)))
     return changes
-
-
-def first_difference(old: Recipe, new: Recipe, free: tuple[str, ...] = RESUME_FREE) -> tuple[str, Any, Any] | None:
-    """The first of :func:`recipe_differences`, or None."""
-    changes = recipe_differences(old, new, free)
-    return changes[0] if changes else None

@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 import tiny_models
+from tiny_models import one_error_line
 from optical.publish.card import END, MODEL_ID_PLACEHOLDER, START, generate_card, refresh_card
 from optical.cli import app
 from optical.eval.encoders import SentenceTransformerEncoder
@@ -49,15 +50,6 @@ def run_copy(run, tmp_path):
 
 def card_of(run_dir):
     return ModelCard((Path(run_dir) / "student" / "README.md").read_text(encoding="utf-8"))
-
-
-def one_error_line(result, *parts):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- the card

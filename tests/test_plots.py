@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import tiny_models
+from tiny_models import one_error_line
 from optical.cli import app
 from optical.errors import OpticalError
 from optical.plots import CURVES_SIZE, DPI, GAINS_SIZE, gains, read_curves, read_curves_text
@@ -27,14 +28,6 @@ def run(tiny_teacher_st, tiny_student, tmp_path_factory):
                               ["train.steps=6", "train.batch_size=8", "train.eval_every=2", "train.warmup_ratio=0.5"])
     distill(recipe, show_progress=False)
     return out
-
-
-def one_error_line(result, *parts):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for part in parts:
-        assert part in lines[0], lines[0]
 
 
 def png(path):

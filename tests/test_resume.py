@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import optical.run_dir as run_dir
 import optical.training.loop as train
 import tiny_models
+from tiny_models import one_error_line
 from optical.training.checkpoint import first_non_finite, remove_leftovers, save_student
 from optical.cli import app
 from optical.errors import OpticalError
@@ -211,12 +212,6 @@ def distill_args(teacher, student, out, *extra):
     return ["distill", "--teacher-model", teacher, "--bitext", tiny_models.BITEXT_VI, "--student", student,
             "--out", out, "--steps", 5, "--set", "train.batch_size=8", "--set", "bitext.heldout=8",
             "--set", "train.checkpoint_every=3", "--quiet", *extra]
-
-
-def one_error_line(result, *needles):
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert all(n in lines[0] for n in needles), lines[0]
 
 
 def test_finished_run_checkpoints_its_last_step_and_resume_does_nothing(tiny_teacher_st, tiny_student, tmp_path):

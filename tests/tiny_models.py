@@ -1,4 +1,4 @@
-"""Tiny models built offline from configs (2 layers, hidden 32) for tests.
+"""Tiny models built offline from configs (2 layers, hidden 32) for tests, and a CLI-error check.
 
 Every builder writes a folder that loads exactly like a hub model would
 (``AutoModel.from_pretrained(folder)`` / ``SentenceTransformer(folder)``), so the code
@@ -90,3 +90,13 @@ def build_clip(out: Path, hidden: int = 32, projection_dim: int = 16, seed: int 
     tok.save_pretrained(out)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
     return out
+
+
+def one_error_line(result, *parts):
+    """The CLI `result` failed with exit code 2 and one line `error: ...` holding every part;
+    returns that line."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for part in parts:
+        assert part in lines[0], lines[0]
+    return lines[0]
