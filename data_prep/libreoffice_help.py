@@ -18,6 +18,8 @@ Outputs (``--out DIR``):
   page id (``swriter/guide/x``), queries by ``q:`` + page id, so no query shares its
   mate's id; ``corpus_en.jsonl`` is the English side of the same corpus, to measure the
   language gap;
+- ``clir-dev/``: the same from the dev pages, for choosing settings without looking at
+  ``clir/``;
 - ``stats.json``: counts of pages, pairs per split and dropped pairs per reason.
 
 Sources: nothing (``apt-get download`` into ``--cache-dir``), or ``--other`` / ``--en``
@@ -515,6 +517,9 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
     page_pairs = write_page_pairs(english, other, splits["train"], out_dir)
     clir = build_clir(english, other, splits["test"], out_dir / "clir",
                       translated_only=clir_translated_only)
+    # The same set from the dev pages: choose settings there, report on clir/ once.
+    clir_dev = build_clir(english, other, splits["dev"], out_dir / "clir-dev",
+                          translated_only=clir_translated_only)
 
     stats = {
         "pages": {
@@ -530,6 +535,7 @@ def prepare(english_pages: dict[str, str], other_pages: dict[str, str], out_dir:
         "dropped": {**dict(alignment_drops), **dict(cleaning_drops)},
         "dropped_per_split": drops_per_split,
         "clir": clir,
+        "clir_dev": clir_dev,
         "settings": {"test_fraction": test_fraction, "dev_fraction": dev_fraction, "seed": seed,
                      "max_length_ratio": max_length_ratio, "max_chrf": max_chrf,
                      "clir_translated_only": clir_translated_only},

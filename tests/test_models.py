@@ -132,3 +132,63 @@ def test_normalized_student_keeps_sentence_the_mean_of_its_tokens(tmp_path, tiny
     assert again.normalizes and not Student.create(str(tiny_student), output_dim=32).normalizes
     np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "s")).encode(SENTENCES, normalize_embeddings=True),
                                student.encode(SENTENCES), atol=1e-5)
+
+
+def test_layer_concat_student_reads_every_layer_and_round_trips(tmp_path, tiny_student):
+    from transformers import AutoModel
+
+    from optical.models.student import load_sentence_transformer
+
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32, layers="all")
+    depth = AutoModel.from_pretrained(tiny_student).config.num_hidden_layers
+    assert student.layers == list(range(depth + 1)) and student.hidden_dim == 24 * (depth + 1)
+    with torch.no_grad():
+        student.head.weight.normal_()
+    features = student.tokenize(SENTENCES)
+    states = student.transformer.auto_model(**features, output_hidden_states=True).hidden_states
+    hidden = student.hidden_states(features)
+    torch.testing.assert_close(hidden[..., :24], states[0])  # block 0: the embedding output
+    torch.testing.assert_close(hidden[..., -24:], states[-1])  # last block: the last layer
+    tokens, sentence = student(features)
+    mask = features["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(sentence, (tokens * mask).sum(1) / mask.sum(1), atol=1e-5, rtol=1e-5)
+    student.save(tmp_path / "s")
+    again = Student.load(tmp_path / "s")
+    assert again.layers == student.layers
+    np.testing.assert_allclose(again.encode(SENTENCES), student.encode(SENTENCES), atol=1e-6)
+    plain = load_sentence_transformer(tmp_path / "s").encode(SENTENCES, normalize_embeddings=True)
+    np.testing.assert_allclose(plain, student.encode(SENTENCES), atol=1e-5)
+    from optical.eval.encoders import SentenceTransformerEncoder
+
+    evaluated = SentenceTransformerEncoder(str(tmp_path / "s"), role="document").encode(SENTENCES)
+    np.testing.assert_allclose(evaluated, student.encode(SENTENCES), atol=1e-5)
+
+
+def test_last_layer_student_is_unchanged_by_the_layers_option(tiny_student):
+    torch.manual_seed(0)
+    default = Student.create(str(tiny_student), output_dim=32)
+    chosen = Student.create(str(tiny_student), output_dim=32, layers=(-1,))
+    assert default.layers is None and chosen.layers == [default.transformer.auto_model.config.num_hidden_layers]
+    # the identity start sits on the last layer's block: both give the same embeddings
+    np.testing.assert_allclose(chosen.encode(SENTENCES), default.encode(SENTENCES), atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [(99,), (), "first"])
+def test_bad_layer_numbers_are_one_line_errors(tiny_student, layers):
+    with pytest.raises(OpticalError, match="student.layers") as err:
+        Student.create(str(tiny_student), output_dim=32, layers=layers)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_naming_foreign_code_is_not_trusted(tmp_path, tiny_student):
+    import json
+
+    from optical.models.student import load_sentence_transformer
+
+    Student.create(str(tiny_student), output_dim=32, layers="all").save(tmp_path / "s")
+    manifest = tmp_path / "s" / "modules.json"
+    entries = json.loads(manifest.read_text())
+    entries[1]["type"] = "somebody.else.Module"
+    manifest.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_sentence_transformer(tmp_path / "s")

@@ -216,7 +216,7 @@ def test_deep_override_value_stays_a_string():
 
 KEYS = ["name", "lang", "teacher", "student", "bitext", "loss", "ot", "warm_start", "train", "eval", "output_dir",
         "kind", "model", "max_length", "path", "lr", "steps", "epsilon", "rho", "weight", "params", "english",
-        "batch_size", "masses", "metrics", "seed", "heldout", "max_pairs"]
+        "batch_size", "masses", "metrics", "seed", "heldout", "max_pairs", "layers"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
                     st.sampled_from(["mse", "token_ot", "infonce", "sigrot", "idf", "2e-5", "1e999", "nan"]))
 values = st.recursive(scalars, lambda inner: st.one_of(
@@ -225,7 +225,8 @@ values = st.recursive(scalars, lambda inner: st.one_of(
     max_leaves=12)
 recipe_dicts = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
 overrides = st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
-    ["train.lr", "loss", "ot.rho", "train.steps", "teacher.kind", "bitext.heldout", "x.y", "loss.0"]),
+    ["train.lr", "loss", "ot.rho", "train.steps", "teacher.kind", "bitext.heldout", "x.y", "loss.0",
+     "student.layers"]),
     st.text(max_size=10)), max_size=3)
 
 
@@ -241,6 +242,21 @@ def test_recipe_from_dict_works_or_says_why(data, extra):
         return
     assert isinstance(recipe, Recipe)
     assert all(term.weight == term.weight and abs(term.weight) != float("inf") for term in recipe.loss)
+
+
+@PROPERTY
+@given(value=st.one_of(st.lists(st.integers(-20, 20), max_size=5).map(lambda v: ",".join(map(str, v))),
+                       st.lists(st.integers(-20, 20), max_size=5).map(str),
+                       st.sampled_from(["all", "last", "ALL", "1.5", "-1", "0,,12", "[a]"]), st.text(max_size=8)))
+def test_student_layers_parse_or_say_why(value):
+    """`--set student.layers=...` gives last / all / a tuple of ints, or one line naming the key."""
+    try:
+        layers = load_recipe("recipes/vi/quickstart.yaml", [f"student.layers={value}"]).student.layers
+    except OpticalError as err:
+        assert "student.layers" in one_line(err)
+        return
+    assert layers in ("last", "all") or (isinstance(layers, tuple) and layers
+                                         and all(isinstance(i, int) for i in layers))
 
 
 @PROPERTY

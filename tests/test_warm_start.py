@@ -1,5 +1,7 @@
 """Closed-form head fit: recovers a known linear map; the fitted student round-trips."""
 
+import json
+
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
@@ -84,3 +86,56 @@ def test_warm_start_sample_is_seeded_and_covers_all_when_asked():
     a, b = warm_start_sample(100, 10, seed=1), warm_start_sample(100, 10, seed=2)
     assert a == sorted(a) and len(set(a)) == 10 and a != b and a == warm_start_sample(100, 10, seed=1)
     assert warm_start_sample(5, 10, seed=1) == warm_start_sample(5, None, seed=3) == list(range(5))
+
+
+def _distill(tmp_path, name, tiny_teacher_st, tiny_student, bitext_tsv, **student):
+    from optical.recipe import recipe_from_dict
+    from optical.training.loop import distill
+
+    refit = student.pop("refit", False)
+    recipe = recipe_from_dict({
+        "teacher": {"model": str(tiny_teacher_st), "max_length": 32},
+        "student": {"model": str(tiny_student), "max_length": 32, **student},
+        "bitext": {"path": str(bitext_tsv), "heldout": 8}, "loss": [{"name": "mse", "weight": 1.0}],
+        "warm_start": {"pairs": 32, "refit": refit},
+        "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 0, "eval_every": 0, "seed": 3},
+        "output_dir": str(tmp_path / name)})
+    return distill(recipe, show_progress=False)
+
+
+def test_refit_fits_the_head_again_on_the_trained_encoder(tmp_path, tiny_teacher_st, tiny_student, bitext_tsv):
+    """Same steps, same encoder weights; with refit the head is the closed-form fit on the
+    trained encoder's states of the warm start's pairs, and metrics.json reports it."""
+    from safetensors.torch import load_file
+
+    from optical.recipe import load_recipe
+    from optical.training.loop import Distiller
+    from optical.training.warm_start import fit_ridge, pooled_student_states
+
+    plain = _distill(tmp_path, "plain", tiny_teacher_st, tiny_student, bitext_tsv)
+    refit = _distill(tmp_path, "refit", tiny_teacher_st, tiny_student, bitext_tsv, refit=True)
+    a = load_file(str(plain.student_dir / "model.safetensors"))
+    b = load_file(str(refit.student_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:  # the encoder is the same trained encoder
+        torch.testing.assert_close(a[key], b[key])
+    trained = Student.load(plain.student_dir)
+    again = Student.load(refit.student_dir)
+    assert not torch.allclose(trained.head.weight, again.head.weight)
+    # the refit head is the ridge solution on the trained encoder (recomputed here by hand)
+    metrics = json.loads((refit.run_dir / "metrics.json").read_text())
+    assert metrics["refit"]["pairs"] == 32 and "refit" not in json.loads((plain.run_dir / "metrics.json").read_text())
+    # the run's own pairs and teacher targets, through the loop's set-up steps
+    runner = Distiller(load_recipe(refit.run_dir / "recipe.yaml"), show_progress=False)
+    runner.setup_data()
+    runner.setup_models()
+    runner.setup_teacher_states()
+    pairs, chosen = runner.warm_start_pairs()
+    trained.eval()
+    n_held = int(len(pairs) * 0.1)
+    x = torch.cat([pooled_student_states(trained, [p[1] for p in pairs], 64, "cpu")[n_held:],
+                   pooled_student_states(trained, [p[0] for p in pairs], 64, "cpu")[n_held:]])
+    y = runner.store.sentence[chosen].float()[n_held:]
+    w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
+    torch.testing.assert_close(again.head.weight, w.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(again.head.bias, bias, atol=1e-4, rtol=1e-4)

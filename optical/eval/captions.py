@@ -127,16 +127,15 @@ def _text_encoder(student):
     """A student spec (run dir, student folder, hub id) or anything with `.encode` → encoder."""
     if not isinstance(student, (str, Path)) and hasattr(student, "encode"):  # str has .encode too
         return student
-    from sentence_transformers import SentenceTransformer
-
     from optical.models.sources import resolve_model
+    from optical.models.student import load_sentence_transformer
 
     path = Path(str(student))
     if (path / "student" / "modules.json").is_file():  # an `optical distill` run directory
         path = path / "student"
     spec = str(path) if path.exists() else resolve_model(str(student))
     try:
-        return SentenceTransformer(spec, device="cpu")
+        return load_sentence_transformer(spec, device="cpu")
     except OSError as err:
         raise OpticalError(f"cannot load student {student!r}: {str(err).splitlines()[0]}") from None
 

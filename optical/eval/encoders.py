@@ -33,13 +33,12 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model; ``role`` picks its query or document prompt, if any."""
 
     def __init__(self, spec: str, role: str = "document", max_length: int | None = None):
-        from sentence_transformers import SentenceTransformer
-
         from optical.models.sources import resolve_model
+        from optical.models.student import load_sentence_transformer
 
         resolved = resolve_model(spec)
         try:
-            self.model = SentenceTransformer(resolved)
+            self.model = load_sentence_transformer(resolved)
         except OSError as err:
             raise OpticalError(f"cannot load sentence-transformers model {spec!r}: "
                                f"{str(err).splitlines()[0]}") from None

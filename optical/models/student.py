@@ -3,7 +3,9 @@
 The student is a sentence-transformers model built from three modules (Transformer,
 mean Pooling, Dense with identity activation), so a saved student is an ordinary
 sentence-transformers folder: `SentenceTransformer(path).encode(...)` gives exactly the
-embeddings `Student.encode` gives. The same linear head maps token states for the
+embeddings `Student.encode` gives. With `layers` (e.g. "all"), a `LayerConcat` module
+between the Transformer and the pooling puts several layers' token states side by side,
+and the head reads all of them (loading such a folder needs `optical` importable). The same linear head maps token states for the
 token-level OT loss; because mean pooling and the head are both linear, the sentence
 embedding is the mean of the projected token states.
 """
@@ -18,6 +20,31 @@ from torch import nn
 
 from optical.errors import OpticalError, writing
 from optical.models.sources import resolve_model
+
+
+OWN_MODULES = ("optical.models.layer_concat.LayerConcat",)
+
+
+def load_sentence_transformer(path: str | Path, **kwargs):
+    """`SentenceTransformer(path)` that also loads optical's own modules (`LayerConcat`).
+
+    sentence-transformers ≥ 6 wants `trust_remote_code=True` for any module class outside
+    the library; it is passed only when the folder's `modules.json` names nothing but the
+    library's classes and optical's, so a folder naming other code is still refused."""
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    manifest = Path(path) / "modules.json"
+    trusted = False
+    if manifest.is_file():
+        try:
+            types = [entry.get("type", "") for entry in json.loads(manifest.read_text(encoding="utf-8"))]
+        except (ValueError, AttributeError):
+            types = []
+        trusted = any(t in OWN_MODULES for t in types) and all(
+            t in OWN_MODULES or t.startswith("sentence_transformers.") for t in types)
+    return SentenceTransformer(str(path), trust_remote_code=trusted, **kwargs)
 
 
 def st_modules():
@@ -47,9 +74,12 @@ class Student(nn.Module):
     # ----------------------------------------------------------------- construction
     @classmethod
     def create(cls, spec: str, output_dim: int, max_length: int = 128, prefix: str = "",
-               cache_dir: Path | None = None, normalize: bool = False) -> "Student":
+               cache_dir: Path | None = None, normalize: bool = False,
+               layers: str | tuple[int, ...] = "last") -> "Student":
         """A fresh student from any HF encoder (hub id, path, packaged:NAME); head = identity/zero-padded.
-        `normalize`: L2-normalise the pooled state before the head (a Normalize module)."""
+        `normalize`: L2-normalise the pooled state before the head (a Normalize module).
+        `layers`: "last", "all" (embeddings + every layer) or layer numbers (0 = embeddings)
+        whose token states are concatenated before pooling (see `layer_concat`)."""
         from sentence_transformers import SentenceTransformer
 
         modules = st_modules()
@@ -60,10 +90,13 @@ class Student(nn.Module):
             raise OpticalError(f"cannot load student model {spec!r}: {str(err).splitlines()[0]}") from None
         hidden = word.get_embedding_dimension() if hasattr(word, "get_embedding_dimension") \
             else word.get_word_embedding_dimension()
-        pool = modules.Pooling(hidden, pooling_mode="mean")
-        # Identity-like start (the warm start replaces it with a fitted map).
-        weight = torch.eye(output_dim, hidden)
-        head = modules.Dense(hidden, output_dim, bias=True, activation_function=nn.Identity(),
+        chosen = resolve_layers(layers, word.auto_model.config.num_hidden_layers, spec)
+        width = hidden * (len(chosen) if chosen else 1)
+        pool = modules.Pooling(width, pooling_mode="mean")
+        # Identity-like start on the last layer's block (the warm start replaces it with a fitted map).
+        weight = torch.zeros(output_dim, width)
+        weight[:, width - hidden:] = torch.eye(output_dim, hidden)
+        head = modules.Dense(width, output_dim, bias=True, activation_function=nn.Identity(),
                              init_weight=weight, init_bias=torch.zeros(output_dim))
         kwargs = {}
         if prefix:
@@ -72,8 +105,13 @@ class Student(nn.Module):
             # "default" prompt, sentence-transformers gives query/document an empty one.
             kwargs = dict(prompts={"default": prefix, "query": prefix, "document": prefix},
                           default_prompt_name="default")
-        layers = [word, pool, modules.Normalize(), head] if normalize else [word, pool, head]
-        st = SentenceTransformer(modules=layers, device="cpu", **kwargs)
+        stack = [word, pool, modules.Normalize(), head] if normalize else [word, pool, head]
+        if chosen:
+            from optical.models.layer_concat import LayerConcat
+
+            word.auto_model.config.output_hidden_states = True  # saved with the encoder's config
+            stack.insert(1, LayerConcat(chosen))
+        st = SentenceTransformer(modules=stack, device="cpu", **kwargs)
         st.max_seq_length = max_length
         st.model_card_data.local_files_only = True  # saving never looks the base model up on the hub
         return cls(st, prefix)
@@ -82,8 +120,6 @@ class Student(nn.Module):
     def load(cls, path: str | Path) -> "Student":
         """Load a saved student: its folder (a sentence-transformers folder with a Dense head)
         or the run directory that holds it."""
-        from sentence_transformers import SentenceTransformer
-
         from optical.run_dir import is_run_dir, load_run
 
         path = Path(path)
@@ -91,7 +127,7 @@ class Student(nn.Module):
             _, path = load_run(path)
         if not (path / "modules.json").is_file():
             raise OpticalError(f"{path}: not a student folder (no modules.json)")
-        st = SentenceTransformer(str(path), device="cpu")
+        st = load_sentence_transformer(path, device="cpu")
         st.model_card_data.local_files_only = True
         prefix = (st.prompts or {}).get(st.default_prompt_name or "", "") if st.default_prompt_name else ""
         student = cls(st, prefix)
@@ -109,6 +145,14 @@ class Student(nn.Module):
         if not hasattr(last, "linear"):
             raise OpticalError("student has no projection head (last module is not Dense)")
         return last.linear
+
+    @property
+    def layers(self) -> list[int] | None:
+        """The concatenated layers (0 = embeddings), or None for the last layer alone."""
+        for module in self.model:
+            if type(module).__name__ == "LayerConcat":
+                return list(module.layers)
+        return None
 
     @property
     def normalizes(self) -> bool:
@@ -150,11 +194,16 @@ class Student(nn.Module):
                                    return_tensors="pt"))
 
     def hidden_states(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Unprojected last-layer token states [B, m, hidden]."""
+        """Unprojected token states [B, m, hidden_dim]: the last layer's, or the chosen
+        layers' side by side (hidden_dim = len(layers) · the encoder's width)."""
         model = self.transformer.auto_model
         names = ("input_ids", "attention_mask", "token_type_ids")
         inputs = {k: v for k, v in features.items() if k in names}
-        return model(**inputs).last_hidden_state
+        layers = self.layers
+        if layers is None:
+            return model(**inputs).last_hidden_state
+        states = model(**inputs, output_hidden_states=True).hidden_states
+        return torch.cat([states[i] for i in layers], dim=-1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected token states [B, m, D] and sentence embedding [B, D] (mean over real tokens)."""
@@ -180,3 +229,24 @@ class Student(nn.Module):
         return path
 
 
+
+
+def resolve_layers(layers: str | tuple[int, ...] | list[int], depth: int, spec: str = "student") -> list[int] | None:
+    """Layer numbers to concatenate (0 = embeddings, `depth` = last), None for "last".
+
+    >>> resolve_layers("all", 3), resolve_layers("last", 3), resolve_layers((0, -1), 3)
+    ([0, 1, 2, 3], None, [0, 3])
+    """
+    if layers == "last":
+        return None
+    if layers == "all":
+        return list(range(depth + 1))
+    if isinstance(layers, str) or not layers:
+        raise OpticalError(f"student.layers: expected last, all or layer numbers, got {layers!r}")
+    chosen = []
+    for layer in layers:
+        if not -(depth + 1) <= int(layer) <= depth:
+            raise OpticalError(f"student.layers: layer {layer} is out of range: {spec} has {depth} layers "
+                               f"(0 = embeddings, {depth} = last, negative counts from the end)")
+        chosen.append(int(layer) % (depth + 1))
+    return chosen

@@ -171,8 +171,13 @@ def _license_line(recipe: Recipe, license: str | None) -> str:
 def _usage(recipe: Recipe, model_id: str) -> str:
     teacher = recipe.teacher
     lang = recipe.lang
-    lines = ["```python", "from sentence_transformers import SentenceTransformer", "",
-             f'student = SentenceTransformer("{model_id}")']
+    lines = ["```python", "from sentence_transformers import SentenceTransformer", ""]
+    if recipe.student.layers != "last":
+        # LayerConcat is optical's module: importing it is the "remote code" trusted here
+        lines += ["# needs `pip install optical`: the student reads several layers through optical's LayerConcat",
+                  f'student = SentenceTransformer("{model_id}", trust_remote_code=True)']
+    else:
+        lines += [f'student = SentenceTransformer("{model_id}")']
     if teacher.kind == "sentence-transformers":
         spec = teacher.model_spec
         lines += [f'teacher = SentenceTransformer("{hub_id(spec) or spec}")  # the frozen English teacher', "",
@@ -315,10 +320,10 @@ def refresh_card(run_dir: str | Path, license: str | None = None) -> Path:
         tail = rest.split(END, 1)[1]
         atomic_write_text(path, head + render_section(recipe, run_dir, license) + tail)
         return path
-    from sentence_transformers import SentenceTransformer
+    from optical.models.student import load_sentence_transformer
 
     try:
-        model = SentenceTransformer(str(student_dir), device="cpu", local_files_only=True)
+        model = load_sentence_transformer(student_dir, device="cpu", local_files_only=True)
     except (OSError, ValueError) as err:
         raise OpticalError(f"{student_dir}: cannot load the student to write its card "
                            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None

@@ -171,6 +171,7 @@ class Distiller:
         self.progress = show_progress and self.main
         self.checkpoint: Path | None = None  # the checkpoint this run resumes from
         self.warm_report: dict | None = None
+        self.refit_report: dict | None = None
         self.start_step = 0
         self._order: tuple[int | None, list[int]] = (None, [])  # (epoch, its data order)
         self.earlier_losses: list[float] = []  # step losses of the processes a resumed run continues
@@ -201,6 +202,7 @@ class Distiller:
         try:
             self.start_log()
             losses = self.train()
+            self.refit_head()
             return self.save(losses)
         finally:
             finish_trackers(self.accelerator)
@@ -253,7 +255,8 @@ class Distiller:
             self.say(f"resuming from {self.checkpoint}")
         else:
             student = Student.create(recipe.student.model, self.teacher.dim, recipe.student.max_length,
-                                     recipe.student.prefix, self.cache_dir, normalize=recipe.student.normalize)
+                                     recipe.student.prefix, self.cache_dir, normalize=recipe.student.normalize,
+                                     layers=recipe.student.layers)
         student.to(device)
         # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
         # several processes stops because those parameters never receive a gradient.
@@ -293,17 +296,38 @@ class Distiller:
         ws, recipe = self.recipe.warm_start, self.recipe
         if self.checkpoint is not None or ws.method == "none":
             return
-        chosen = warm_start_sample(len(self.train_pairs), ws.pairs, self.cfg.seed)
-        fit_pairs = [self.train_pairs[i] for i in chosen]
+        fit_pairs, chosen = self.warm_start_pairs()
         resolved = resolve_model(recipe.student.model, self.cache_dir)
         cache = warm_start_cache(self.cache_dir, recipe.student.model,
                                  folder_identity(resolved) if Path(resolved).exists() else "",
-                                 recipe.student.max_length, recipe.student.prefix, fit_pairs)
+                                 recipe.student.max_length, recipe.student.prefix, fit_pairs,
+                                 layers=self.student.layers)
         self.warm_report = warm_start(self.student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge,
                                       ws.batch_size, stack_english=ws.english, show_progress=self.progress,
                                       cache_path=cache).as_dict()
         self.say(f"warm start ({ws.method}, {len(chosen)} pairs): held-out cosine to teacher "
                  f"{self.warm_report['heldout_cosine_before']:.3f} → {self.warm_report['heldout_cosine_after']:.3f}")
+
+    def warm_start_pairs(self) -> tuple[list[tuple[str, str]], list[int]]:
+        """The pairs the closed-form head fits use (a seeded sample) and their indices."""
+        chosen = warm_start_sample(len(self.train_pairs), self.recipe.warm_start.pairs, self.cfg.seed)
+        return [self.train_pairs[i] for i in chosen], chosen
+
+    def refit_head(self) -> None:
+        """`warm_start.refit`: after the last step, fit the head again in closed form on the
+        warm start's pairs, through the trained encoder (eval mode, so no dropout). Only the
+        main process saves, so only it fits; a resumed run redoes it from the last checkpoint."""
+        ws = self.recipe.warm_start
+        if not ws.refit or ws.method == "none" or self.total_steps == 0 or not self.main:
+            return
+        student = self.final_model()
+        student.eval()
+        fit_pairs, chosen = self.warm_start_pairs()
+        self.refit_report = warm_start(student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge,
+                                       ws.batch_size, stack_english=ws.english,
+                                       show_progress=self.progress).as_dict()
+        self.say(f"head refit ({ws.method}, {len(chosen)} pairs) on the trained encoder: held-out cosine "
+                 f"{self.refit_report['heldout_cosine_before']:.3f} → {self.refit_report['heldout_cosine_after']:.3f}")
 
     def setup_objective(self) -> None:
         """The weighted losses, the special tokens kept out of OT, and IDF token masses."""
@@ -542,7 +566,8 @@ class Distiller:
                        "heldout_pairs": len(self.heldout), "skipped_lines": len(self.bitext.bad),
                        "truncated": self.truncated,
                        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
-                       "warm_start": self.warm_report, "heldout": metrics,
+                       "warm_start": self.warm_report, **({"refit": self.refit_report} if self.refit_report else {}),
+                       "heldout": metrics,
                        "seconds": round(time.perf_counter() - self.started, 2)}
             self.write_card(final, student_dir, summary)
             self.log_record({"step": self.total_steps, "heldout": metrics, "final": True})
