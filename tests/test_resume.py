@@ -418,3 +418,25 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, 
     for path in (checkpoint.parent / "latest", checkpoint / "trainer_state.json", checkpoint / "optimizer.safetensors",
                  tmp_path / "run" / "metrics.json", store, warm):
         assert mode(path) == file_mode, path
+
+
+@pytest.mark.parametrize("kill_at", [3, 6])
+def test_multi_layer_student_with_refit_resumes_bit_identical(tiny_teacher_st, tiny_student, tmp_path, monkeypatch,
+                                                              kill_at):
+    """student.layers=all + warm_start.refit: a kill mid-run (3) or after the last checkpoint,
+    before the refit (6), resumes to the unbroken run's weights and metrics."""
+    extra = ("train.steps=6", "train.checkpoint_every=3", "student.layers=all", "warm_start.refit=true")
+    unbroken = distill(make_recipe(tiny_teacher_st, tiny_student, tmp_path / "a", *extra), show_progress=False)
+    broken = make_recipe(tiny_teacher_st, tiny_student, tmp_path / "b", *extra)
+    with monkeypatch.context() as patch:
+        kill_after_checkpoint(patch, kill_at)
+        with pytest.raises(Killed):
+            distill(broken, show_progress=False)
+    resumed = distill(broken, resume=True, show_progress=False)
+    a, b = weights(unbroken.student_dir), weights(resumed.student_dir)
+    assert Student.load(resumed.student_dir).layers is not None
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
+    for s in summary:
+        s.pop("seconds")
+    assert summary[0] == summary[1] and summary[1]["refit"]["pairs"] > 0
