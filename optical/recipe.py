@@ -57,8 +57,8 @@ class StudentConfig:
     prefix: str = ""  # prepended to every student input; e5's "query: " measured worse here (docs/results.md)
     normalize: bool = False  # L2-normalise the pooled state before the head
     # Token states the head reads: the last layer, every layer side by side (0 = embeddings),
-    # or chosen layer numbers; "all" measured +5 nDCG@10 points for the warm start (docs/results.md).
-    layers: Literal["last", "all"] | tuple[int, ...] = "last"
+    # or chosen layer numbers; "all" beat "last" on vi help-page CLIR (docs/results.md).
+    layers: Literal["last", "all"] | tuple[int, ...] = "all"
     # Keep the word-embedding matrix fixed: in multilingual encoders it holds most of the
     # parameters (96M of e5-small's 118M), so AdamW over it dominates a CPU step, and rare
     # tokens absent from the bitext would drift for nothing.
@@ -108,7 +108,7 @@ class WarmStartConfig:
     batch_size: int = 64
     # After the last step, fit the head again the same way through the trained encoder: the
     # encoder learns faster than AdamW moves the head (vi, 130 steps: +3 nDCG@10, docs/results.md).
-    refit: bool = False
+    refit: bool = True
 
 
 #: experiment trackers `train.trackers` may name: accelerate's, plus `csv` (optical.training.trackers)

@@ -138,7 +138,7 @@ def test_clip_distilled_student_lives_in_the_image_space(tmp_path, tiny_clip, ti
                               ["train.steps=3", "train.batch_size=8", "bitext.heldout=8", "train.lr=1e-3"])
     run = distill(recipe, show_progress=False)
     projection_dim = CLIPConfig.from_pretrained(tiny_clip).projection_dim
-    assert SentenceTransformer(str(run.student_dir)).encode(["Con mèo"]).shape == (1, projection_dim)
+    assert SentenceTransformer(str(run.student_dir), trust_remote_code=True).encode(["Con mèo"]).shape == (1, projection_dim)
 
     path = write_captions(tmp_path / "data", n=12, per_image=2)
     out = tmp_path / "eval"

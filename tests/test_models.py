@@ -180,6 +180,40 @@ def test_bad_layer_numbers_are_one_line_errors(tiny_student, layers):
     assert "\n" not in str(err.value)
 
 
+def test_a_multi_layer_folder_carries_its_module_and_loads_without_optical(tmp_path, tiny_student):
+    """The saved folder names `layer_concat.LayerConcat` and holds that file: plain
+    sentence-transformers loads it with trust_remote_code, in a process with no optical."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    student = Student.create(str(tiny_student), output_dim=32, layers=(0, -1))
+    student.save(tmp_path / "s")
+    types = [e["type"] for e in json.loads((tmp_path / "s" / "modules.json").read_text())]
+    assert "layer_concat.LayerConcat" in types and (tmp_path / "s" / "layer_concat.py").is_file()
+    code = ("import sys, json; sys.modules['optical'] = None\n"  # any `import optical` now fails
+            "from sentence_transformers import SentenceTransformer\n"
+            f"m = SentenceTransformer({str(tmp_path / 's')!r}, trust_remote_code=True)\n"
+            "print(json.dumps(m.encode(sys.argv[1:], normalize_embeddings=True).tolist()))")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code, *SENTENCES], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.testing.assert_allclose(np.array(json.loads(out.stdout.strip().splitlines()[-1])),
+                               student.encode(SENTENCES), atol=1e-5)
+
+
+def test_a_changed_module_copy_is_not_trusted(tmp_path, tiny_student):
+    from optical.models.student import load_sentence_transformer
+
+    Student.create(str(tiny_student), output_dim=32, layers="all").save(tmp_path / "s")
+    copy = tmp_path / "s" / "layer_concat.py"
+    copy.write_text(copy.read_text() + "\nimport os  # anything else\n")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_sentence_transformer(tmp_path / "s")
+
+
 def test_a_folder_naming_foreign_code_is_not_trusted(tmp_path, tiny_student):
     import json
 

@@ -440,3 +440,30 @@ def test_multi_layer_student_with_refit_resumes_bit_identical(tiny_teacher_st, t
     for s in summary:
         s.pop("seconds")
     assert summary[0] == summary[1] and summary[1]["refit"]["pairs"] > 0
+
+
+def test_warm_start_report_survives_a_kill_before_the_first_checkpoint(tiny_teacher_st, tiny_student, tmp_path,
+                                                                       monkeypatch):
+    """Killed during set-up (no checkpoint, nothing logged), restarted with --resume (so it
+    starts over and fits the warm start itself), killed after a checkpoint, resumed: the
+    warm-start report still reaches metrics.json, as in an unbroken run."""
+    extra = ("train.steps=6", "train.checkpoint_every=3")
+    unbroken = distill(make_recipe(tiny_teacher_st, tiny_student, tmp_path / "a", *extra), show_progress=False)
+    broken = make_recipe(tiny_teacher_st, tiny_student, tmp_path / "b", *extra)
+    with monkeypatch.context() as patch:
+        def die(self):
+            raise Killed("set-up")
+        patch.setattr(train.Distiller, "setup_objective", die)
+        with pytest.raises(Killed):
+            distill(broken, show_progress=False)
+    with monkeypatch.context() as patch:
+        kill_after_checkpoint(patch, 3)
+        with pytest.raises(Killed):
+            distill(broken, resume=True, show_progress=False)
+    distill(broken, resume=True, show_progress=False)
+    summary = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
+    for s in summary:
+        s.pop("seconds")
+    assert summary[1]["warm_start"] is not None and summary[0] == summary[1]
+    assert step_losses(tmp_path / "b") == step_losses(tmp_path / "a")
+    assert unbroken.warm_start == summary[1]["warm_start"]

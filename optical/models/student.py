@@ -5,7 +5,8 @@ mean Pooling, Dense with identity activation), so a saved student is an ordinary
 sentence-transformers folder: `SentenceTransformer(path).encode(...)` gives exactly the
 embeddings `Student.encode` gives. With `layers` (e.g. "all"), a `LayerConcat` module
 between the Transformer and the pooling puts several layers' token states side by side,
-and the head reads all of them (loading such a folder needs `optical` importable). The same linear head maps token states for the
+and the head reads all of them; the saved folder carries its source (`layer_concat.py`) and
+loads with `trust_remote_code=True`. The same linear head maps token states for the
 token-level OT loss; because mean pooling and the head are both linear, the sentence
 embedding is the mean of the projected token states.
 """
@@ -22,28 +23,39 @@ from optical.errors import OpticalError, writing
 from optical.models.sources import resolve_model
 
 
-OWN_MODULES = ("optical.models.layer_concat.LayerConcat",)
+#: LayerConcat as a saved folder names it: a copy of optical/models/layer_concat.py sits in the
+#: folder, so `SentenceTransformer(path, trust_remote_code=True)` loads it without optical.
+LOCAL_LAYER_CONCAT = "layer_concat.LayerConcat"
+OWN_MODULES = ("optical.models.layer_concat.LayerConcat", LOCAL_LAYER_CONCAT)
+
+
+def _layer_concat_source() -> bytes:
+    return (Path(__file__).parent / "layer_concat.py").read_bytes()
 
 
 def load_sentence_transformer(path: str | Path, **kwargs):
-    """`SentenceTransformer(path)` that also loads optical's own modules (`LayerConcat`).
+    """`SentenceTransformer(path)` that also loads optical's own module (`LayerConcat`).
 
     sentence-transformers ≥ 6 wants `trust_remote_code=True` for any module class outside
-    the library; it is passed only when the folder's `modules.json` names nothing but the
-    library's classes and optical's, so a folder naming other code is still refused."""
+    the library. It is passed only when `modules.json` names nothing but the library's
+    classes and LayerConcat, and the folder's copy of `layer_concat.py` is byte for byte
+    optical's own, so a folder carrying any other code is still refused."""
     import json
 
     from sentence_transformers import SentenceTransformer
 
-    manifest = Path(path) / "modules.json"
+    folder = Path(path)
+    manifest = folder / "modules.json"
     trusted = False
     if manifest.is_file():
         try:
             types = [entry.get("type", "") for entry in json.loads(manifest.read_text(encoding="utf-8"))]
         except (ValueError, AttributeError):
             types = []
-        trusted = any(t in OWN_MODULES for t in types) and all(
-            t in OWN_MODULES or t.startswith("sentence_transformers.") for t in types)
+        own = [t for t in types if t in OWN_MODULES]
+        copy = folder / "layer_concat.py"
+        trusted = bool(own) and all(t in OWN_MODULES or t.startswith("sentence_transformers.") for t in types) and (
+            LOCAL_LAYER_CONCAT not in own or (copy.is_file() and copy.read_bytes() == _layer_concat_source()))
     return SentenceTransformer(str(path), trust_remote_code=trusted, **kwargs)
 
 
@@ -226,9 +238,30 @@ class Student(nn.Module):
         path = Path(path)
         with writing(path):
             self.model.save(str(path), safe_serialization=True)
+            if self.layers is not None:
+                _bundle_layer_concat(path)
         return path
 
 
+
+
+def _bundle_layer_concat(folder: Path) -> None:
+    """Put LayerConcat's source into a saved folder and name it there (`layer_concat.LayerConcat`),
+    so that the folder loads with plain sentence-transformers (`trust_remote_code=True`)."""
+    import json
+
+    (folder / "layer_concat.py").write_bytes(_layer_concat_source())
+    manifest = folder / "modules.json"
+    entries = json.loads(manifest.read_text(encoding="utf-8"))
+    for entry in entries:
+        if entry.get("type") in OWN_MODULES:
+            entry["type"] = LOCAL_LAYER_CONCAT
+            # sentence-transformers copies the code of a module it loaded as remote code into
+            # the module's folder; the root copy is the one it loads, so a student saved from a
+            # loaded one (a resumed run) holds the same files as one saved from a fresh one
+            if entry.get("path"):
+                (folder / entry["path"] / "layer_concat.py").unlink(missing_ok=True)
+    manifest.write_text(json.dumps(entries, indent=2), encoding="utf-8")
 
 
 def resolve_layers(layers: str | tuple[int, ...] | list[int], depth: int, spec: str = "student") -> list[int] | None:

@@ -173,8 +173,8 @@ def _usage(recipe: Recipe, model_id: str) -> str:
     lang = recipe.lang
     lines = ["```python", "from sentence_transformers import SentenceTransformer", ""]
     if recipe.student.layers != "last":
-        # LayerConcat is optical's module: importing it is the "remote code" trusted here
-        lines += ["# needs `pip install optical`: the student reads several layers through optical's LayerConcat",
+        # the folder's layer_concat.py (optical's LayerConcat) is the "remote code" trusted here
+        lines += ["# trust_remote_code: the folder's layer_concat.py puts several layers side by side",
                   f'student = SentenceTransformer("{model_id}", trust_remote_code=True)']
     else:
         lines += [f'student = SentenceTransformer("{model_id}")']

@@ -315,10 +315,11 @@ class Distiller:
 
     def refit_head(self) -> None:
         """`warm_start.refit`: after the last step, fit the head again in closed form on the
-        warm start's pairs, through the trained encoder (eval mode, so no dropout). Only the
-        main process saves, so only it fits; a resumed run redoes it from the last checkpoint."""
+        warm start's pairs, through the trained encoder (eval mode, so no dropout). Every
+        process fits the same head from the same weights, so the final model stays identical
+        on all of them; a resumed run redoes it from the last checkpoint."""
         ws = self.recipe.warm_start
-        if not ws.refit or ws.method == "none" or self.total_steps == 0 or not self.main:
+        if not ws.refit or ws.method == "none" or self.total_steps == 0:
             return
         student = self.final_model()
         student.eval()
@@ -381,20 +382,26 @@ class Distiller:
         with writing(self.run_dir):
             self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
+        fitted_here = self.warm_report is not None  # the warm start ran in this process
+        logged = False
         if self.resume:
             truncate_log(self.log_path, self.start_step)  # the steps after the checkpoint run again
-            self.recover_log()
-        elif self.warm_report is not None:  # kept in the log, so a resumed run reports it too
+            logged = self.recover_log()
+        # Kept in the log, so a later resume reports it too; also when --resume found no
+        # checkpoint and started over (a process killed before its first checkpoint).
+        if fitted_here and not logged:
             append_log(self.log_path, {"step": 0, "warm_start": self.warm_report})
         if self.cfg.trackers:
             start_trackers(self.accelerator, self.recipe, self.run_dir, self.start_step if self.resume else None)
 
-    def recover_log(self) -> None:
+    def recover_log(self) -> bool:
         """What the killed process(es) logged up to the checkpoint: their step losses and the
-        warm-start report, so metrics.json ends as an unbroken run's."""
+        warm-start report, so metrics.json ends as an unbroken run's. True when the log holds
+        a warm-start report."""
         self.earlier_losses = []
+        found = False
         if not self.log_path.is_file():
-            return
+            return found
         for line in self.log_path.read_text(encoding="utf-8").splitlines():
             try:
                 record = json.loads(line)
@@ -402,10 +409,13 @@ class Distiller:
                 continue
             if not isinstance(record, dict):
                 continue
-            if isinstance(record.get("warm_start"), dict) and self.warm_report is None:
-                self.warm_report = record["warm_start"]
+            if isinstance(record.get("warm_start"), dict):
+                found = True
+                if self.warm_report is None:
+                    self.warm_report = record["warm_start"]
             if "loss" in record and isinstance(record.get("step"), int) and record["step"] <= self.start_step:
                 self.earlier_losses.append(float(record["loss"]))
+        return found
 
     def log_record(self, record: dict) -> None:
         """One record onto log.jsonl and, as numbers at its step, to the trackers (main process)."""
