@@ -70,14 +70,14 @@ def main() -> None:
         for sample in (4096, None):
             seeds = args.seeds if sample else args.seeds[:1]  # every pair: the seed changes nothing
             row = {"layers": name, "pairs": sample or len(pairs)}
-            for split, (task, docs, queries, doc_ids, query_ids) in splits.items():
-                values = []
-                for seed in seeds:
-                    chosen = sorted(random.Random(seed).sample(range(len(pairs)), sample)) if sample else list(range(len(pairs)))
-                    x = torch.cat([other[chosen][:, layers].flatten(1), english[chosen][:, layers].flatten(1)])
-                    w, b = fit_ridge(x, torch.cat([target[chosen], target[chosen]]), 1.0)
-                    values.append(ndcg(task, docs[:, layers].flatten(1) @ w + b, queries, doc_ids, query_ids))
-                row[split] = sum(values) / len(values)
+            values = {split: [] for split in splits}
+            for seed in seeds:
+                chosen = sorted(random.Random(seed).sample(range(len(pairs)), sample)) if sample else list(range(len(pairs)))
+                x = torch.cat([other[chosen][:, layers].flatten(1), english[chosen][:, layers].flatten(1)])
+                w, b = fit_ridge(x, torch.cat([target[chosen], target[chosen]]), 1.0)
+                for split, (task, docs, queries, doc_ids, query_ids) in splits.items():
+                    values[split].append(ndcg(task, docs[:, layers].flatten(1) @ w + b, queries, doc_ids, query_ids))
+            row.update({split: sum(v) / len(v) for split, v in values.items()})
             rows.append(row)
             print(f"{name:12s} {row['pairs']:6d} pairs  dev {row['clir-dev']:.3f}  test {row['clir']:.3f}", flush=True)
     out = Path(args.out.format(lang=args.lang))
