@@ -18,13 +18,14 @@ import random
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from optical.data.bitext import read_bitext
 from optical.data.tasks import load_beir
 from optical.eval.metrics import compute, parse_metrics
 from optical.models.student import Student
 from optical.models.teacher import load_teacher
-from optical.training.warm_start import fit_ridge, pooled_student_states
+from optical.training.warm_start import fit_ridge
 
 SETS = {"last (12)": [12], "11-12": [11, 12], "10-12": [10, 11, 12], "8-12": [8, 9, 10, 11, 12],
         "0 + 12": [0, 12], "1-12": list(range(1, 13)), "all (0-12)": list(range(13))}
@@ -35,6 +36,21 @@ def ndcg(task, doc_vectors: torch.Tensor, query_vectors: torch.Tensor, doc_ids, 
     scores = torch.nn.functional.normalize(query_vectors, dim=-1) @ torch.nn.functional.normalize(doc_vectors, dim=-1).T
     run = {q: {d: float(s) for d, s in zip(doc_ids, row)} for q, row in zip(query_ids, scores.tolist())}
     return compute(parse_metrics(["nDCG@10"]), task.qrels, run)[0]["nDCG@10"]
+
+
+@torch.no_grad()
+def pooled_layers(student: Student, texts: list[str], batch_size: int = 64,
+                  show_progress: bool = False) -> torch.Tensor:
+    """Mean-pooled states of the embedding output and every layer [N, layers + 1, hidden]."""
+    model = student.transformer.auto_model
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="student layers"):
+        features = student.tokenize(texts[start:start + batch_size])
+        states = model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
+                       output_hidden_states=True).hidden_states
+        mask = features["attention_mask"].unsqueeze(-1).float()
+        chunks.append(torch.stack([(h * mask).sum(1) / mask.sum(1) for h in states], 1))
+    return torch.cat(chunks)
 
 
 def main() -> None:
@@ -48,12 +64,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/layer-probe-{lang}.json")
     args = parser.parse_args()
     data = Path(args.data.format(lang=args.lang))
-    student = Student.create(args.student, 384, max_length=args.max_length, layers="all").eval()
+    student = Student.create(args.student, 384, max_length=args.max_length).eval()
     teacher = load_teacher("sentence-transformers", args.teacher, max_length=args.max_length)
-    depth, width = len(student.layers), student.hidden_dim // len(student.layers)
 
-    def pooled(texts):  # [N, layers, width]
-        return pooled_student_states(student, texts, 64, "cpu", show_progress=True).view(len(texts), depth, width)
+    def pooled(texts):  # [N, layers + 1, hidden]
+        return pooled_layers(student, texts, show_progress=True)
 
     pairs = read_bitext(data / "train.tsv").pairs
     other, english = pooled([p[1] for p in pairs]), pooled([p[0] for p in pairs])

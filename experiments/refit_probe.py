@@ -19,27 +19,13 @@ from pathlib import Path
 
 import torch
 
-from experiments.layer_probe import ndcg
+from experiments.layer_probe import ndcg, pooled_layers
 from optical.data.bitext import read_bitext
 from optical.data.tasks import load_beir
 from optical.models.student import Student
 from optical.models.teacher import load_teacher
 from optical.run_dir import load_run
 from optical.training.warm_start import fit_ridge
-
-
-@torch.no_grad()
-def pooled_layers(student: Student, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-    """Mean-pooled states of the embedding output and every layer [N, layers + 1, hidden]."""
-    model = student.transformer.auto_model
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        features = student.tokenize(texts[start:start + batch_size])
-        states = model(input_ids=features["input_ids"], attention_mask=features["attention_mask"],
-                       output_hidden_states=True).hidden_states
-        mask = features["attention_mask"].unsqueeze(-1).float()
-        chunks.append(torch.stack([(h * mask).sum(1) / mask.sum(1) for h in states], 1))
-    return torch.cat(chunks)
 
 
 def main() -> None:

@@ -302,9 +302,7 @@ class Distiller:
                                  folder_identity(resolved) if Path(resolved).exists() else "",
                                  recipe.student.max_length, recipe.student.prefix, fit_pairs,
                                  layers=self.student.layers)
-        self.warm_report = warm_start(self.student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge,
-                                      ws.batch_size, stack_english=ws.english, show_progress=self.progress,
-                                      cache_path=cache).as_dict()
+        self.warm_report = self.fit_head(self.student, cache)
         self.say(f"warm start ({ws.method}, {len(chosen)} pairs): held-out cosine to teacher "
                  f"{self.warm_report['heldout_cosine_before']:.3f} → {self.warm_report['heldout_cosine_after']:.3f}")
 
@@ -312,6 +310,13 @@ class Distiller:
         """The pairs the closed-form head fits use (a seeded sample) and their indices."""
         chosen = warm_start_sample(len(self.train_pairs), self.recipe.warm_start.pairs, self.cfg.seed)
         return [self.train_pairs[i] for i in chosen], chosen
+
+    def fit_head(self, student: Student, cache: Path | None = None) -> dict:
+        """The recipe's closed-form head fit on the warm start's pairs; its report."""
+        ws = self.recipe.warm_start
+        fit_pairs, chosen = self.warm_start_pairs()
+        return warm_start(student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge, ws.batch_size,
+                          stack_english=ws.english, show_progress=self.progress, cache_path=cache).as_dict()
 
     def refit_head(self) -> None:
         """`warm_start.refit`: after the last step, fit the head again in closed form on the
@@ -323,11 +328,8 @@ class Distiller:
             return
         student = self.final_model()
         student.eval()
-        fit_pairs, chosen = self.warm_start_pairs()
-        self.refit_report = warm_start(student, fit_pairs, self.store.sentence[chosen], ws.method, ws.ridge,
-                                       ws.batch_size, stack_english=ws.english,
-                                       show_progress=self.progress).as_dict()
-        self.say(f"head refit ({ws.method}, {len(chosen)} pairs) on the trained encoder: held-out cosine "
+        self.refit_report = self.fit_head(student)  # no cache: the encoder has changed
+        self.say(f"head refit ({ws.method}, {self.refit_report['pairs']} pairs) on the trained encoder: held-out cosine "
                  f"{self.refit_report['heldout_cosine_before']:.3f} → {self.refit_report['heldout_cosine_after']:.3f}")
 
     def setup_objective(self) -> None:
