@@ -109,6 +109,9 @@ class WarmStartConfig:
     # After the last step, fit the head again the same way through the trained encoder: the
     # encoder learns faster than AdamW moves the head (vi, 130 steps: +3 nDCG@10, docs/results.md).
     refit: bool = True
+    # The layers the refitted head reads (last | all | [i, ...]); null: student.layers. Training
+    # through a last-layer head, then refitting on all layers, is the cheaper forward pass.
+    refit_layers: Literal["last", "all"] | tuple[int, ...] | None = None
 
 
 #: experiment trackers `train.trackers` may name: accelerate's, plus `csv` (optical.training.trackers)
@@ -165,6 +168,15 @@ class Recipe:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     output_dir: str = "runs/distill"
+
+    @property
+    def saved_layers(self) -> str | tuple[int, ...]:
+        """The layers the saved student reads: `warm_start.refit_layers` when the refit sets
+        them, else `student.layers`."""
+        ws = self.warm_start
+        if ws.refit and ws.method != "none" and ws.refit_layers is not None:
+            return ws.refit_layers
+        return self.student.layers
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -494,6 +506,10 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
                         f"bitext.max_bad_fraction: must be in [0, 1], got {recipe.bitext.max_bad_fraction}")
     if recipe.student.layers == ():
         raise ctx.error("student.layers", "student.layers: name at least one layer, or last / all")
+    if recipe.warm_start.refit_layers == ():
+        raise ctx.error("warm_start.refit_layers", "warm_start.refit_layers: name at least one layer, or last / all")
+    if recipe.warm_start.refit_layers is not None and not recipe.warm_start.refit:
+        raise ctx.error("warm_start.refit_layers", "warm_start.refit_layers: only read when warm_start.refit is true")
     for key, value in (("student.max_length", recipe.student.max_length),
                        ("teacher.max_length", recipe.teacher.max_length)):
         if value < 1:

@@ -173,6 +173,35 @@ def test_last_layer_student_is_unchanged_by_the_layers_option(tiny_student):
     np.testing.assert_allclose(chosen.encode(SENTENCES), default.encode(SENTENCES), atol=1e-6)
 
 
+def test_use_layers_switches_a_student_between_last_and_several_layers(tmp_path, tiny_student):
+    """A last-layer student switched to (0, -1) reads those layers side by side with a zero head
+    of the new width; saved and loaded it stays so; switched back it is a plain folder again."""
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32)
+    depth = student.transformer.auto_model.config.num_hidden_layers
+    assert student.use_layers((0, -1)) and not student.use_layers((0, depth))  # the second changes nothing
+    assert student.layers == [0, depth] and student.hidden_dim == 48 and student.output_dim == 32
+    assert torch.count_nonzero(student.head.weight) == 0
+    with torch.no_grad():
+        student.head.weight.normal_()
+    features = student.tokenize(SENTENCES)
+    states = student.transformer.auto_model(**features, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(student.hidden_states(features), torch.cat([states[0], states[-1]], dim=-1))
+    # sentence-transformers' own forward (what encode and optical eval use) sees the same features
+    mask = features["attention_mask"].unsqueeze(-1).float()
+    pooled = (torch.cat([states[0], states[-1]], dim=-1) * mask).sum(1) / mask.sum(1)
+    expected = torch.nn.functional.normalize(student.head(pooled), dim=-1).detach().numpy()
+    np.testing.assert_allclose(student.encode(SENTENCES), expected, atol=1e-5)
+    student.save(tmp_path / "two")
+    assert Student.load(tmp_path / "two").layers == [0, depth]
+    assert student.use_layers("last") and student.layers is None and student.hidden_dim == 24
+    student.save(tmp_path / "last")
+    assert not (tmp_path / "last" / "layer_concat.py").exists()
+    assert "LayerConcat" not in (tmp_path / "last" / "modules.json").read_text()
+    with pytest.raises(OpticalError, match="warm_start.refit_layers: layer 99") as err:
+        student.use_layers((99,), "warm_start.refit_layers")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("layers", [(99,), (), "first"])
 def test_bad_layer_numbers_are_one_line_errors(tiny_student, layers):
     with pytest.raises(OpticalError, match="student.layers") as err:

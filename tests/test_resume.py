@@ -420,12 +420,15 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, umask, file_mode, 
         assert mode(path) == file_mode, path
 
 
+@pytest.mark.parametrize("layers", [("student.layers=all",),
+                                    ("student.layers=last", "warm_start.refit_layers=all")], ids=["all", "refit-all"])
 @pytest.mark.parametrize("kill_at", [3, 6])
 def test_multi_layer_student_with_refit_resumes_bit_identical(tiny_teacher_st, tiny_student, tmp_path, monkeypatch,
-                                                              kill_at):
-    """student.layers=all + warm_start.refit: a kill mid-run (3) or after the last checkpoint,
-    before the refit (6), resumes to the unbroken run's weights and metrics."""
-    extra = ("train.steps=6", "train.checkpoint_every=3", "student.layers=all", "warm_start.refit=true")
+                                                              kill_at, layers):
+    """student.layers=all + warm_start.refit (or a last-layer student refitted on every layer):
+    a kill mid-run (3) or after the last checkpoint, before the refit (6), resumes to the
+    unbroken run's weights and metrics."""
+    extra = ("train.steps=6", "train.checkpoint_every=3", "warm_start.refit=true", *layers)
     unbroken = distill(make_recipe(tiny_teacher_st, tiny_student, tmp_path / "a", *extra), show_progress=False)
     broken = make_recipe(tiny_teacher_st, tiny_student, tmp_path / "b", *extra)
     with monkeypatch.context() as patch:

@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
+from optical.errors import OpticalError
 from optical.models.student import Student
 from optical.training.warm_start import fit_procrustes, fit_ridge, pooled_student_states, warm_start
 
@@ -93,11 +95,12 @@ def _distill(tmp_path, name, tiny_teacher_st, tiny_student, bitext_tsv, **studen
     from optical.training.loop import distill
 
     refit = student.pop("refit", False)
+    refit_layers = {"refit_layers": student.pop("refit_layers")} if "refit_layers" in student else {}
     recipe = recipe_from_dict({
         "teacher": {"model": str(tiny_teacher_st), "max_length": 32},
         "student": {"model": str(tiny_student), "max_length": 32, **student},
         "bitext": {"path": str(bitext_tsv), "heldout": 8}, "loss": [{"name": "mse", "weight": 1.0}],
-        "warm_start": {"pairs": 32, "refit": refit},
+        "warm_start": {"pairs": 32, "refit": refit, **refit_layers},
         "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 0, "eval_every": 0, "seed": 3},
         "output_dir": str(tmp_path / name)})
     return distill(recipe, show_progress=False)
@@ -139,3 +142,54 @@ def test_refit_fits_the_head_again_on_the_trained_encoder(tmp_path, tiny_teacher
     w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
     torch.testing.assert_close(again.head.weight, w.T, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(again.head.bias, bias, atol=1e-4, rtol=1e-4)
+
+
+def test_refit_on_other_layers_trains_through_the_last_layer_and_saves_all(tmp_path, tiny_teacher_st, tiny_student,
+                                                                            bitext_tsv):
+    """warm_start.refit_layers=all: the same trained encoder as a last-layer run, then a head on
+    every layer fitted in closed form; the saved folder reads every layer and says so."""
+    from safetensors.torch import load_file
+
+    from optical.recipe import load_recipe
+    from optical.training.loop import Distiller
+    from optical.training.warm_start import fit_ridge, pooled_student_states
+
+    plain = _distill(tmp_path, "plain", tiny_teacher_st, tiny_student, bitext_tsv, layers="last")
+    switched = _distill(tmp_path, "switched", tiny_teacher_st, tiny_student, bitext_tsv, layers="last",
+                        refit=True, refit_layers="all")
+    a = load_file(str(plain.student_dir / "model.safetensors"))
+    b = load_file(str(switched.student_dir / "model.safetensors"))
+    for key in a:  # the encoder trained through the last-layer head, in both runs
+        torch.testing.assert_close(a[key], b[key])
+    student = Student.load(switched.student_dir)
+    depth = student.transformer.auto_model.config.num_hidden_layers
+    assert student.layers == list(range(depth + 1)) and (switched.student_dir / "layer_concat.py").is_file()
+    metrics = json.loads((switched.run_dir / "metrics.json").read_text())
+    assert metrics["refit"]["layers"] == list(range(depth + 1)) and metrics["refit"]["heldout_cosine_before"] is None
+    assert "trust_remote_code=True" in (switched.student_dir / "README.md").read_text()
+    # the head is the ridge fit on every layer of the trained encoder (recomputed by hand)
+    runner = Distiller(load_recipe(switched.run_dir / "recipe.yaml"), show_progress=False)
+    runner.setup_data()
+    runner.setup_models()
+    runner.setup_teacher_states()
+    pairs, chosen = runner.warm_start_pairs()
+    trained = Student.load(plain.student_dir)
+    trained.use_layers("all")
+    trained.eval()
+    n_held = int(len(pairs) * 0.1)
+    x = torch.cat([pooled_student_states(trained, [p[1] for p in pairs], 64, "cpu")[n_held:],
+                   pooled_student_states(trained, [p[0] for p in pairs], 64, "cpu")[n_held:]])
+    y = runner.store.sentence[chosen].float()[n_held:]
+    w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
+    torch.testing.assert_close(student.head.weight, w.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(student.head.bias, bias, atol=1e-4, rtol=1e-4)
+
+
+def test_refit_layers_without_refit_is_a_one_line_error():
+    from optical.recipe import recipe_from_dict
+
+    with pytest.raises(OpticalError, match="warm_start.refit_layers: only read when warm_start.refit is true") as err:
+        recipe_from_dict({"warm_start": {"refit": False, "refit_layers": "all"}})
+    assert "\n" not in str(err.value)
+    assert recipe_from_dict({"warm_start": {"refit_layers": [0, -1]}}).warm_start.refit_layers == (0, -1)
+    assert recipe_from_dict({"warm_start": {"refit_layers": "all"}, "student": {"layers": "last"}}).saved_layers == "all"

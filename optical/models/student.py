@@ -187,6 +187,39 @@ class Student(nn.Module):
     def max_length(self) -> int:
         return self.model.max_seq_length
 
+    def use_layers(self, layers: str | tuple[int, ...] | list[int], key: str = "student.layers") -> bool:
+        """Read `layers` from now on ("last", "all" or layer numbers, as `create` takes them):
+        put a LayerConcat in or take it out, and give the pooling and the head the new width.
+        The new head is zero: fit it (`warm_start`) before use. False when nothing changes.
+
+        >>> student.use_layers("all")   # a last-layer student reads all 13 layers of e5-small
+        True
+        """
+        encoder = self.transformer.auto_model
+        chosen = resolve_layers(layers, encoder.config.num_hidden_layers, "the student", key)
+        if chosen == self.layers:
+            return False
+        from optical.models.layer_concat import LayerConcat
+
+        modules, st = st_modules(), self.model
+        device, dtype = self.head.weight.device, self.head.weight.dtype
+        width = self.hidden_dim // len(self.layers or [0]) * len(chosen or [0])
+        for i, module in enumerate(st):
+            if type(module).__name__ == "LayerConcat":  # optical's class or a loaded folder's copy
+                del st[i]
+                break
+        if chosen:
+            st.insert(1, LayerConcat(chosen))
+        encoder.config.output_hidden_states = chosen is not None  # saved with the encoder's config
+        for i, module in enumerate(st):
+            if isinstance(module, modules.Pooling):
+                st[i] = modules.Pooling(width, pooling_mode="mean")
+        out = self.output_dim
+        st[len(st) - 1] = modules.Dense(width, out, bias=True, activation_function=nn.Identity(),
+                                        init_weight=torch.zeros(out, width), init_bias=torch.zeros(out)
+                                        ).to(device=device, dtype=dtype)
+        return True
+
     def freeze_word_embeddings(self) -> int:
         """Stop training the input word embeddings; returns how many parameters were frozen."""
         embeddings = self.transformer.auto_model.get_input_embeddings()
@@ -264,7 +297,8 @@ def _bundle_layer_concat(folder: Path) -> None:
     manifest.write_text(json.dumps(entries, indent=2), encoding="utf-8")
 
 
-def resolve_layers(layers: str | tuple[int, ...] | list[int], depth: int, spec: str = "student") -> list[int] | None:
+def resolve_layers(layers: str | tuple[int, ...] | list[int], depth: int, spec: str = "student",
+                   key: str = "student.layers") -> list[int] | None:
     """Layer numbers to concatenate (0 = embeddings, `depth` = last), None for "last".
 
     >>> resolve_layers("all", 3), resolve_layers("last", 3), resolve_layers((0, -1), 3)
@@ -275,11 +309,11 @@ def resolve_layers(layers: str | tuple[int, ...] | list[int], depth: int, spec: 
     if layers == "all":
         return list(range(depth + 1))
     if isinstance(layers, str) or not layers:
-        raise OpticalError(f"student.layers: expected last, all or layer numbers, got {layers!r}")
+        raise OpticalError(f"{key}: expected last, all or layer numbers, got {layers!r}")
     chosen = []
     for layer in layers:
         if not -(depth + 1) <= int(layer) <= depth:
-            raise OpticalError(f"student.layers: layer {layer} is out of range: {spec} has {depth} layers "
+            raise OpticalError(f"{key}: layer {layer} is out of range: {spec} has {depth} layers "
                                f"(0 = embeddings, {depth} = last, negative counts from the end)")
         chosen.append(int(layer) % (depth + 1))
     return chosen

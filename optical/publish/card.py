@@ -172,7 +172,7 @@ def _usage(recipe: Recipe, model_id: str) -> str:
     teacher = recipe.teacher
     lang = recipe.lang
     lines = ["```python", "from sentence_transformers import SentenceTransformer", ""]
-    if recipe.student.layers != "last":
+    if recipe.saved_layers != "last":
         # the folder's layer_concat.py (optical's LayerConcat) is the "remote code" trusted here
         lines += ["# trust_remote_code: the folder's layer_concat.py puts several layers side by side",
                   f'student = SentenceTransformer("{model_id}", trust_remote_code=True)']

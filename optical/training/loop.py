@@ -328,7 +328,15 @@ class Distiller:
             return
         student = self.final_model()
         student.eval()
+        switched = ws.refit_layers is not None and student.use_layers(ws.refit_layers, "warm_start.refit_layers")
         self.refit_report = self.fit_head(student)  # no cache: the encoder has changed
+        self.refit_report["layers"] = student.layers  # None: the last layer alone
+        if switched:  # the new head started at zero: no "before" worth reporting
+            self.refit_report["heldout_cosine_before"] = None
+            self.say(f"head refit ({ws.method}, {self.refit_report['pairs']} pairs) on layers "
+                     f"{student.layers or 'last'} of the trained encoder: held-out cosine "
+                     f"{self.refit_report['heldout_cosine_after']:.3f}")
+            return
         self.say(f"head refit ({ws.method}, {self.refit_report['pairs']} pairs) on the trained encoder: held-out cosine "
                  f"{self.refit_report['heldout_cosine_before']:.3f} → {self.refit_report['heldout_cosine_after']:.3f}")
 
