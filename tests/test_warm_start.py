@@ -96,12 +96,13 @@ def _distill(tmp_path, name, tiny_teacher_st, tiny_student, bitext_tsv, **studen
 
     refit = student.pop("refit", False)
     refit_layers = {"refit_layers": student.pop("refit_layers")} if "refit_layers" in student else {}
+    steps = student.pop("steps", 4)
     recipe = recipe_from_dict({
         "teacher": {"model": str(tiny_teacher_st), "max_length": 32},
         "student": {"model": str(tiny_student), "max_length": 32, **student},
         "bitext": {"path": str(bitext_tsv), "heldout": 8}, "loss": [{"name": "mse", "weight": 1.0}],
         "warm_start": {"pairs": 32, "refit": refit, **refit_layers},
-        "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 0, "eval_every": 0, "seed": 3},
+        "train": {"steps": steps, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 0, "eval_every": 0, "seed": 3},
         "output_dir": str(tmp_path / name)})
     return distill(recipe, show_progress=False)
 
@@ -183,6 +184,22 @@ def test_refit_on_other_layers_trains_through_the_last_layer_and_saves_all(tmp_p
     w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
     torch.testing.assert_close(student.head.weight, w.T, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(student.head.bias, bias, atol=1e-4, rtol=1e-4)
+
+
+def test_refit_on_other_layers_without_training_is_that_layers_warm_start(tmp_path, tiny_teacher_st, tiny_student,
+                                                                         bitext_tsv):
+    """0 steps: a last-layer student refitted on every layer holds the head a `student.layers:
+    all` warm start fits (same pairs, same untouched encoder)."""
+    switched = _distill(tmp_path, "switched", tiny_teacher_st, tiny_student, bitext_tsv, layers="last",
+                        refit=True, refit_layers="all", steps=0)
+    direct = _distill(tmp_path, "direct", tiny_teacher_st, tiny_student, bitext_tsv, layers="all", steps=0)
+    a, b = Student.load(switched.student_dir), Student.load(direct.student_dir)
+    assert a.layers == b.layers is not None
+    torch.testing.assert_close(a.head.weight, b.head.weight)
+    torch.testing.assert_close(a.head.bias, b.head.bias)
+    # and with nothing to switch, 0 steps refit nothing
+    plain = _distill(tmp_path, "plain", tiny_teacher_st, tiny_student, bitext_tsv, layers="all", refit=True, steps=0)
+    assert "refit" not in json.loads((plain.run_dir / "metrics.json").read_text())
 
 
 def test_refit_layers_without_refit_is_a_one_line_error():

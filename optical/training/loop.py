@@ -293,23 +293,27 @@ class Distiller:
 
     def setup_warm_start(self) -> None:
         """Fit the head in closed form before step 1 (not when resuming: the checkpoint has it)."""
-        ws, recipe = self.recipe.warm_start, self.recipe
+        ws = self.recipe.warm_start
         if self.checkpoint is not None or ws.method == "none":
             return
-        fit_pairs, chosen = self.warm_start_pairs()
-        resolved = resolve_model(recipe.student.model, self.cache_dir)
-        cache = warm_start_cache(self.cache_dir, recipe.student.model,
-                                 folder_identity(resolved) if Path(resolved).exists() else "",
-                                 recipe.student.max_length, recipe.student.prefix, fit_pairs,
-                                 layers=self.student.layers)
-        self.warm_report = self.fit_head(self.student, cache)
-        self.say(f"warm start ({ws.method}, {len(chosen)} pairs): held-out cosine to teacher "
+        self.warm_report = self.fit_head(self.student, self.head_cache(self.student))
+        self.say(f"warm start ({ws.method}, {self.warm_report['pairs']} pairs): held-out cosine to teacher "
                  f"{self.warm_report['heldout_cosine_before']:.3f} → {self.warm_report['heldout_cosine_after']:.3f}")
 
     def warm_start_pairs(self) -> tuple[list[tuple[str, str]], list[int]]:
         """The pairs the closed-form head fits use (a seeded sample) and their indices."""
         chosen = warm_start_sample(len(self.train_pairs), self.recipe.warm_start.pairs, self.cfg.seed)
         return [self.train_pairs[i] for i in chosen], chosen
+
+    def head_cache(self, student: Student) -> Path:
+        """Where the untrained student's pooled states of the warm start's pairs are cached
+        (one file per base model, length, prefix, pairs and layers read)."""
+        recipe = self.recipe
+        resolved = resolve_model(recipe.student.model, self.cache_dir)
+        return warm_start_cache(self.cache_dir, recipe.student.model,
+                                folder_identity(resolved) if Path(resolved).exists() else "",
+                                recipe.student.max_length, recipe.student.prefix, self.warm_start_pairs()[0],
+                                layers=student.layers)
 
     def fit_head(self, student: Student, cache: Path | None = None) -> dict:
         """The recipe's closed-form head fit on the warm start's pairs; its report."""
@@ -324,12 +328,15 @@ class Distiller:
         process fits the same head from the same weights, so the final model stays identical
         on all of them; a resumed run redoes it from the last checkpoint."""
         ws = self.recipe.warm_start
-        if not ws.refit or ws.method == "none" or self.total_steps == 0:
+        if not ws.refit or ws.method == "none":
             return
         student = self.final_model()
-        student.eval()
         switched = ws.refit_layers is not None and student.use_layers(ws.refit_layers, "warm_start.refit_layers")
-        self.refit_report = self.fit_head(student)  # no cache: the encoder has changed
+        if self.total_steps == 0 and not switched:
+            return  # the same fit on the same untouched encoder: the warm start already is it
+        student.eval()
+        # untrained (0 steps, other layers): the encoder is the base model, whose states are cached
+        self.refit_report = self.fit_head(student, self.head_cache(student) if self.total_steps == 0 else None)
         self.refit_report["layers"] = student.layers  # None: the last layer alone
         if switched:  # the new head started at zero: no "before" worth reporting
             self.refit_report["heldout_cosine_before"] = None
