@@ -78,14 +78,32 @@ class TeacherStore:
     def cached(cls, teacher: Teacher, sentences: list[str], cache_dir: Path | None, batch_size: int = 64,
                show_progress: bool = True) -> tuple["TeacherStore", bool]:
         """Load from `cache_dir` when present, else build (and save when `cache_dir` is set).
-        Returns (store, was_cached)."""
-        path = cache_dir / "teacher" / f"{store_key(teacher, sentences)}.safetensors" if cache_dir else None
-        if path is not None and path.is_file():
-            return cls.load(path), True
-        store = cls.build(teacher, sentences, batch_size, show_progress)
-        if path is not None:
+        Returns (store, was_cached), the store in the order of `sentences`.
+
+        The file holds the distinct sentences in sorted order: another seed's split of the
+        same bitext (the same sentences in another order) reads the same file instead of
+        running the teacher again, and a run computes the same states with or without a cache."""
+        distinct = sorted(set(sentences))
+        path = cache_dir / "teacher" / f"{store_key(teacher, distinct)}.safetensors" if cache_dir else None
+        was_cached = path is not None and path.is_file()
+        store = cls.load(path) if was_cached else cls.build(teacher, distinct, batch_size, show_progress)
+        if path is not None and not was_cached:
             store.save(path)
-        return store, False
+        position = {sentence: i for i, sentence in enumerate(distinct)}
+        return store.select([position[s] for s in sentences]), was_cached
+
+    def select(self, indices: list[int]) -> "TeacherStore":
+        """The store of sentences `indices`, in that order (repeats allowed).
+
+        >>> store.select([2, 0]).sentence.shape   # [2, D]: sentence 2, then sentence 0
+        """
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        starts, lengths = self.offsets[idx], self.offsets[idx + 1] - self.offsets[idx]
+        offsets = torch.zeros(len(idx) + 1, dtype=torch.long)
+        offsets[1:] = lengths.cumsum(0)
+        # token row t of new sentence j is old row starts[j] + (t - offsets[j])
+        rows = torch.arange(int(offsets[-1])) + torch.repeat_interleave(starts - offsets[:-1], lengths)
+        return TeacherStore(self.tokens[rows], self.input_ids[rows], offsets, self.sentence[idx])
 
     def batch(self, indices: list[int], device: torch.device | str = "cpu") -> TeacherOutput:
         """Padded TeacherOutput for sentences `indices`: tokens [B, n, D] (fp32)."""
