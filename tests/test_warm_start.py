@@ -107,14 +107,32 @@ def _distill(tmp_path, name, tiny_teacher_st, tiny_student, bitext_tsv, **studen
     return distill(recipe, show_progress=False)
 
 
+def _assert_ridge_head(saved: Student, trained: Student, run_dir) -> None:
+    """`saved`'s head is the ridge fit (λ 1, both sides stacked) of `trained`'s pooled states of
+    the run's warm-start pairs onto their teacher embeddings, recomputed here by hand from the
+    run's own pairs and targets (through the loop's set-up steps)."""
+    from optical.recipe import load_recipe
+    from optical.training.loop import Distiller
+
+    runner = Distiller(load_recipe(run_dir / "recipe.yaml"), show_progress=False)
+    runner.setup_data()
+    runner.setup_models()
+    runner.setup_teacher_states()
+    pairs, chosen = runner.warm_start_pairs()
+    trained.eval()
+    n_held = int(len(pairs) * 0.1)
+    x = torch.cat([pooled_student_states(trained, [p[1] for p in pairs], 64, "cpu")[n_held:],
+                   pooled_student_states(trained, [p[0] for p in pairs], 64, "cpu")[n_held:]])
+    y = runner.store.sentence[chosen].float()[n_held:]
+    w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
+    torch.testing.assert_close(saved.head.weight, w.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(saved.head.bias, bias, atol=1e-4, rtol=1e-4)
+
+
 def test_refit_fits_the_head_again_on_the_trained_encoder(tmp_path, tiny_teacher_st, tiny_student, bitext_tsv):
     """Same steps, same encoder weights; with refit the head is the closed-form fit on the
     trained encoder's states of the warm start's pairs, and metrics.json reports it."""
     from safetensors.torch import load_file
-
-    from optical.recipe import load_recipe
-    from optical.training.loop import Distiller
-    from optical.training.warm_start import fit_ridge, pooled_student_states
 
     plain = _distill(tmp_path, "plain", tiny_teacher_st, tiny_student, bitext_tsv)
     refit = _distill(tmp_path, "refit", tiny_teacher_st, tiny_student, bitext_tsv, refit=True)
@@ -129,20 +147,7 @@ def test_refit_fits_the_head_again_on_the_trained_encoder(tmp_path, tiny_teacher
     # the refit head is the ridge solution on the trained encoder (recomputed here by hand)
     metrics = json.loads((refit.run_dir / "metrics.json").read_text())
     assert metrics["refit"]["pairs"] == 32 and "refit" not in json.loads((plain.run_dir / "metrics.json").read_text())
-    # the run's own pairs and teacher targets, through the loop's set-up steps
-    runner = Distiller(load_recipe(refit.run_dir / "recipe.yaml"), show_progress=False)
-    runner.setup_data()
-    runner.setup_models()
-    runner.setup_teacher_states()
-    pairs, chosen = runner.warm_start_pairs()
-    trained.eval()
-    n_held = int(len(pairs) * 0.1)
-    x = torch.cat([pooled_student_states(trained, [p[1] for p in pairs], 64, "cpu")[n_held:],
-                   pooled_student_states(trained, [p[0] for p in pairs], 64, "cpu")[n_held:]])
-    y = runner.store.sentence[chosen].float()[n_held:]
-    w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
-    torch.testing.assert_close(again.head.weight, w.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(again.head.bias, bias, atol=1e-4, rtol=1e-4)
+    _assert_ridge_head(again, trained, refit.run_dir)
 
 
 def test_refit_on_other_layers_trains_through_the_last_layer_and_saves_all(tmp_path, tiny_teacher_st, tiny_student,
@@ -150,10 +155,6 @@ def test_refit_on_other_layers_trains_through_the_last_layer_and_saves_all(tmp_p
     """warm_start.refit_layers=all: the same trained encoder as a last-layer run, then a head on
     every layer fitted in closed form; the saved folder reads every layer and says so."""
     from safetensors.torch import load_file
-
-    from optical.recipe import load_recipe
-    from optical.training.loop import Distiller
-    from optical.training.warm_start import fit_ridge, pooled_student_states
 
     plain = _distill(tmp_path, "plain", tiny_teacher_st, tiny_student, bitext_tsv, layers="last")
     switched = _distill(tmp_path, "switched", tiny_teacher_st, tiny_student, bitext_tsv, layers="last",
@@ -168,22 +169,10 @@ def test_refit_on_other_layers_trains_through_the_last_layer_and_saves_all(tmp_p
     metrics = json.loads((switched.run_dir / "metrics.json").read_text())
     assert metrics["refit"]["layers"] == list(range(depth + 1)) and metrics["refit"]["heldout_cosine_before"] is None
     assert "trust_remote_code=True" in (switched.student_dir / "README.md").read_text()
-    # the head is the ridge fit on every layer of the trained encoder (recomputed by hand)
-    runner = Distiller(load_recipe(switched.run_dir / "recipe.yaml"), show_progress=False)
-    runner.setup_data()
-    runner.setup_models()
-    runner.setup_teacher_states()
-    pairs, chosen = runner.warm_start_pairs()
+    # the head is the ridge fit on every layer of the trained encoder
     trained = Student.load(plain.student_dir)
     trained.use_layers("all")
-    trained.eval()
-    n_held = int(len(pairs) * 0.1)
-    x = torch.cat([pooled_student_states(trained, [p[1] for p in pairs], 64, "cpu")[n_held:],
-                   pooled_student_states(trained, [p[0] for p in pairs], 64, "cpu")[n_held:]])
-    y = runner.store.sentence[chosen].float()[n_held:]
-    w, bias = fit_ridge(x, torch.cat([y, y]), 1.0)
-    torch.testing.assert_close(student.head.weight, w.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(student.head.bias, bias, atol=1e-4, rtol=1e-4)
+    _assert_ridge_head(student, trained, switched.run_dir)
 
 
 def test_refit_on_other_layers_without_training_is_that_layers_warm_start(tmp_path, tiny_teacher_st, tiny_student,
