@@ -92,7 +92,7 @@ class TeacherStore:
         position = {sentence: i for i, sentence in enumerate(distinct)}
         return store.select([position[s] for s in sentences]), was_cached
 
-    def select(self, indices: list[int]) -> "TeacherStore":
+    def select(self, indices: list[int]) -> TeacherStore:
         """The store of sentences `indices`, in that order (repeats allowed).
 
         >>> store.select([2, 0]).sentence.shape   # [2, D]: sentence 2, then sentence 0
