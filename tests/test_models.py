@@ -202,6 +202,24 @@ def test_use_layers_switches_a_student_between_last_and_several_layers(tmp_path,
     assert "\n" not in str(err.value)
 
 
+def test_dropout_zero_makes_training_mode_deterministic(tiny_student):
+    from optical.recipe import recipe_from_dict
+
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32)
+    features = student.tokenize(SENTENCES)
+    student.train()
+    torch.manual_seed(0)
+    noisy = student(features)[1]
+    assert not torch.allclose(noisy, student(features)[1])  # the model's own dropout is on
+    assert student.set_dropout(0.0) > 0
+    student.eval()
+    clean = student(features)[1]
+    student.train()
+    torch.testing.assert_close(student(features)[1], clean)
+    with pytest.raises(OpticalError, match=r"student.dropout: must be in \[0, 1\) or null, got 1.5"):
+        recipe_from_dict({"student": {"dropout": 1.5}})
+
+
 @pytest.mark.parametrize("layers", [(99,), (), "first"])
 def test_bad_layer_numbers_are_one_line_errors(tiny_student, layers):
     with pytest.raises(OpticalError, match="student.layers") as err:

@@ -95,13 +95,13 @@ def _distill(tmp_path, name, tiny_teacher_st, tiny_student, bitext_tsv, **studen
     from optical.training.loop import distill
 
     refit = student.pop("refit", False)
-    refit_layers = {"refit_layers": student.pop("refit_layers")} if "refit_layers" in student else {}
+    refit_layers = student.pop("refit_layers", None)  # None: the refit reads student.layers
     steps = student.pop("steps", 4)
     recipe = recipe_from_dict({
         "teacher": {"model": str(tiny_teacher_st), "max_length": 32},
         "student": {"model": str(tiny_student), "max_length": 32, **student},
         "bitext": {"path": str(bitext_tsv), "heldout": 8}, "loss": [{"name": "mse", "weight": 1.0}],
-        "warm_start": {"pairs": 32, "refit": refit, **refit_layers},
+        "warm_start": {"pairs": 32, "refit": refit, "refit_layers": refit_layers},
         "train": {"steps": steps, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 0, "eval_every": 0, "seed": 3},
         "output_dir": str(tmp_path / name)})
     return distill(recipe, show_progress=False)
@@ -191,11 +191,14 @@ def test_refit_on_other_layers_without_training_is_that_layers_warm_start(tmp_pa
     assert "refit" not in json.loads((plain.run_dir / "metrics.json").read_text())
 
 
-def test_refit_layers_without_refit_is_a_one_line_error():
+def test_refit_layers_name_the_saved_students_layers_only_with_a_refit():
     from optical.recipe import recipe_from_dict
 
-    with pytest.raises(OpticalError, match="warm_start.refit_layers: only read when warm_start.refit is true") as err:
-        recipe_from_dict({"warm_start": {"refit": False, "refit_layers": "all"}})
+    defaults = recipe_from_dict({})
+    assert (defaults.student.layers, defaults.warm_start.refit_layers, defaults.saved_layers) == ("last", "all", "all")
+    assert recipe_from_dict({"warm_start": {"refit": False}}).saved_layers == "last"  # no refit: the trained head
+    assert recipe_from_dict({"warm_start": {"refit_layers": None}, "student": {"layers": [0, -1]}}).saved_layers == (0, -1)
+    assert recipe_from_dict({"warm_start": {"refit_layers": 3}}).warm_start.refit_layers == (3,)
+    with pytest.raises(OpticalError, match="warm_start.refit_layers: name at least one layer") as err:
+        recipe_from_dict({"warm_start": {"refit_layers": []}})
     assert "\n" not in str(err.value)
-    assert recipe_from_dict({"warm_start": {"refit_layers": [0, -1]}}).warm_start.refit_layers == (0, -1)
-    assert recipe_from_dict({"warm_start": {"refit_layers": "all"}, "student": {"layers": "last"}}).saved_layers == "all"

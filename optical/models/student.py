@@ -220,6 +220,13 @@ class Student(nn.Module):
                                         ).to(device=device, dtype=dtype)
         return True
 
+    def set_dropout(self, p: float) -> int:
+        """Set the probability of every dropout layer (train mode only); returns how many."""
+        layers = [m for m in self.model.modules() if isinstance(m, nn.Dropout)]
+        for layer in layers:
+            layer.p = p
+        return len(layers)
+
     def freeze_word_embeddings(self) -> int:
         """Stop training the input word embeddings; returns how many parameters were frozen."""
         embeddings = self.transformer.auto_model.get_input_embeddings()

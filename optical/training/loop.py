@@ -263,6 +263,8 @@ class Distiller:
         pooler = getattr(student.transformer.auto_model, "pooler", None)
         if isinstance(pooler, torch.nn.Module):
             pooler.requires_grad_(False)
+        if recipe.student.dropout is not None:  # on a resumed student too: the folder keeps the model's own
+            student.set_dropout(recipe.student.dropout)
         if recipe.student.freeze_embeddings:
             frozen = student.freeze_word_embeddings()
             self.say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
