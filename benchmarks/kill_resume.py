@@ -301,8 +301,12 @@ def plan_kills(kills: int, steps: int, every: int, rng: random.Random) -> list[t
     n = kills - len(finals)
     special = ["checkpoint-write", "checkpoint-rename", "latest", "log-truncate", "checkpoint-write", "latest"]
     special = special[:max(0, min(len(special), n // 3))]
-    kinds = special + [rng.choice(("startup", "training", "training")) for _ in range(n - len(special))]
-    rng.shuffle(kinds)
+    kinds = [rng.choice(("startup", "training", "training")) for _ in range(n)]
+    # The checkpoint-phase kinds take random places in the first two thirds of the run: a late
+    # kill that overshoots (a busy machine) to the last checkpoint turns every kill after it
+    # into a kill before metrics.json, and must not take one of them with it.
+    for slot, kind in zip(rng.sample(range(max(len(special) + 1, (2 * n) // 3)), len(special)), special):
+        kinds[slot] = kind
     if kinds and kinds[0] == "log-truncate":  # the first start has no log to rewrite
         swap = next((i for i, k in enumerate(kinds) if k != "log-truncate"), 0)
         kinds[0], kinds[swap] = kinds[swap], kinds[0]
