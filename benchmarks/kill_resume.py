@@ -42,9 +42,9 @@ checkpoint write or the final save, a final-write kill on the finished `student/
 At the end it compares with the unbroken run, byte for byte: every log.jsonl record (losses,
 loss parts, learning rate, held-out metrics; without the timing field `pairs_per_s`), every
 weight file under `student/` and `checkpoints/` (`*.safetensors`: encoder, head, optimizer
-state), every `trainer_state.json` (step, scheduler, RNG states) and the list of files. That
-is the verdict. The other files (configs, tokenizer files, the model card README) and
-metrics.json (without `seconds`) are compared and reported as well.
+state), every `trainer_state.json` (step, scheduler, RNG states), the list of files, every
+other file (configs, tokenizer files, the model card README with the run's own folder
+masked) and metrics.json (without `seconds`). That is the verdict.
 
     python -m benchmarks.kill_resume [--kills 20] [--seed S] [--steps 40] [--json OUT]
 
@@ -169,11 +169,20 @@ def leftovers(run_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def file_hashes(folder: Path) -> dict[str, str]:
+def file_hashes(folder: Path, run_dir: Path | None = None) -> dict[str, str]:
+    """sha256 of every file under `folder`; in the model card (README.md) the run's own folder
+    is replaced by a placeholder first: the two runs write to different folders by design."""
     if not folder.is_dir():
         return {}
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    hashes = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        if run_dir is not None and p.name == "README.md":
+            data = data.replace(str(run_dir).encode(), b"<run>")
+        hashes[str(p.relative_to(folder))] = hashlib.sha256(data).hexdigest()
+    return hashes
 
 
 def log_records(run_dir: Path) -> list[dict]:
@@ -451,12 +460,12 @@ def run(kills: int = 20, seed: int | None = None, steps: int = 40, checkpoint_ev
 def compare(unbroken: Path, broken: Path) -> dict:
     """The killed run against the unbroken one. The verdict covers the log records, every
     weight file (`*.safetensors`: student, head, optimizer state), every trainer_state.json
-    (step, scheduler, RNG states, loss) and the list of files; the other files (configs,
-    tokenizer files) and metrics.json are compared and reported, not part of the verdict."""
+    (step, scheduler, RNG states, loss), the list of files, the other files (configs,
+    tokenizer files, model cards) and metrics.json without its timing."""
     a_log, b_log = log_records(unbroken), log_records(broken)
     files = {}
     for sub in ("student", "checkpoints"):
-        a, b = file_hashes(unbroken / sub), file_hashes(broken / sub)
+        a, b = file_hashes(unbroken / sub, unbroken), file_hashes(broken / sub, broken)
         differ = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
         files[sub] = {"files": len(a), "weight_files": sum(k.endswith(".safetensors") for k in a),
                       "trainer_states": sum(k.endswith("trainer_state.json") for k in a),
@@ -472,6 +481,8 @@ def compare(unbroken: Path, broken: Path) -> dict:
     weights = not any(f["weights_differ"] for f in files.values())
     states = not any(f["trainer_states_differ"] for f in files.values())
     same_files = not any(f["only_in_one_run"] for f in files.values())
+    other_files = files["student"]["other_files_differ"] + ["checkpoints/" + k for k in files["checkpoints"]["other_files_differ"]]
+    metrics_differ = sorted(k for k in metrics[0].keys() | metrics[1].keys() if metrics[0].get(k) != metrics[1].get(k))
     return {
         "log_records": len(a_log), "log_records_killed_run": len(b_log),
         "logged_losses": sum("loss" in r for r in a_log),
@@ -480,11 +491,9 @@ def compare(unbroken: Path, broken: Path) -> dict:
                                      None if len(a_log) == len(b_log) else min(len(a_log), len(b_log))),
         "student": files["student"], "checkpoints": files["checkpoints"],
         "weights_identical": weights, "trainer_states_identical": states, "same_files": same_files,
-        "other_files_differ": files["student"]["other_files_differ"]
-        + ["checkpoints/" + k for k in files["checkpoints"]["other_files_differ"]],
-        "metrics_json_differ": sorted(k for k in metrics[0].keys() | metrics[1].keys()
-                                      if metrics[0].get(k) != metrics[1].get(k)),  # without `seconds`
-        "identical": log_identical and weights and states and same_files,
+        "other_files_differ": other_files,
+        "metrics_json_differ": metrics_differ,  # without `seconds`
+        "identical": log_identical and weights and states and same_files and not other_files and not metrics_differ,
     }
 
 

@@ -65,6 +65,19 @@ def test_student_saved_folder_loads_with_sentence_transformers(tmp_path, tiny_st
     np.testing.assert_allclose(again.encode(SENTENCES), mine, atol=1e-5)
 
 
+def test_a_student_saved_after_loading_writes_the_same_files(tmp_path, tiny_student):
+    """A resumed run saves a student loaded from a checkpoint; its folder must be the same
+    bytes as the folder of the student that wrote the checkpoint (tokenizer state, card)."""
+    student = Student.create(str(tiny_student), output_dim=32, max_length=32)
+    student.encode(SENTENCES)  # leaves truncation/padding set on the fast tokenizer
+    student.save(tmp_path / "first")
+    again = Student.load(tmp_path / "first")
+    again.encode(SENTENCES[:1])
+    again.save(tmp_path / "second")
+    for name in ("tokenizer.json", "tokenizer_config.json", "README.md", "config_sentence_transformers.json"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+
+
 def test_student_sentence_is_mean_of_projected_tokens(tiny_student):
     student = Student.create(str(tiny_student), output_dim=32)
     features = student.tokenize(SENTENCES)

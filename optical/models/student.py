@@ -125,7 +125,7 @@ class Student(nn.Module):
             stack.insert(1, LayerConcat(chosen))
         st = SentenceTransformer(modules=stack, device="cpu", **kwargs)
         st.max_seq_length = max_length
-        st.model_card_data.local_files_only = True  # saving never looks the base model up on the hub
+        _settle_card_data(st)
         return cls(st, prefix)
 
     @classmethod
@@ -140,7 +140,7 @@ class Student(nn.Module):
         if not (path / "modules.json").is_file():
             raise OpticalError(f"{path}: not a student folder (no modules.json)")
         st = load_sentence_transformer(path, device="cpu")
-        st.model_card_data.local_files_only = True
+        _settle_card_data(st)
         prefix = (st.prompts or {}).get(st.default_prompt_name or "", "") if st.default_prompt_name else ""
         student = cls(st, prefix)
         student.head  # validates the layout
@@ -276,6 +276,13 @@ class Student(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write a sentence-transformers folder (safetensors weights)."""
         path = Path(path)
+        # A fast tokenizer keeps the truncation/padding of its last call and writes it into
+        # tokenizer.json; a student loaded from such a folder (a resumed run's checkpoint)
+        # would then save extra keys in tokenizer_config.json. Every call sets them again.
+        backend = getattr(self.model.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            backend.no_truncation()
+            backend.no_padding()
         with writing(path):
             self.model.save(str(path), safe_serialization=True)
             if self.layers is not None:
@@ -283,6 +290,18 @@ class Student(nn.Module):
         return path
 
 
+
+
+def _settle_card_data(st) -> None:
+    """Model-card settings that must not depend on how the student was made: no hub lookups
+    when saving, a retrieval model's usage example whether it was built or loaded
+    (sentence-transformers guesses that from the prompts, and differently on load), and no
+    model run on the example at every save (its printed scores would depend on which save
+    wrote the card first, so a resumed run's card would differ from an unbroken one's)."""
+    data = st.model_card_data
+    data.local_files_only = True
+    data.ir_model = True
+    data.generate_widget_examples = False
 
 
 def _bundle_layer_concat(folder: Path) -> None:
