@@ -282,6 +282,20 @@ def plot_curves_command(
     typer.echo(f"wrote {plot_curves(run, out)}")
 
 
+@plot_app.command("grid")
+@handles_errors
+def plot_grid_command(
+    results: Path = typer.Argument(..., help="A grid's out folder (its results.json) or a results*.json file."),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="Draw only these rows, in this order (repeatable)."),
+    lang: Optional[list[str]] = typer.Option(None, "--lang", help="Draw only these languages (repeatable)."),
+    out: Optional[Path] = typer.Option(None, help="PNG to write (default: results.png beside the results)."),
+) -> None:
+    """A grid's table as grouped bars per language: seeds, spread, upper / lower bound."""
+    from optical.plots import plot_grid
+
+    typer.echo(f"wrote {plot_grid(results, out, variant or None, lang or None)}")
+
+
 @app.command("card")
 @handles_errors
 def card_command(

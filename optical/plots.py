@@ -1,4 +1,5 @@
-"""Pictures of runs: training curves from log.jsonl, per-query gains between two evaluations.
+"""Pictures of runs: training curves from log.jsonl, per-query gains between two evaluations,
+a grid's table as bars.
 
 Both are PNG files drawn with matplotlib's Agg canvas (no display needed); matplotlib is
 imported only when a picture is drawn, and its absence is one line
@@ -252,3 +253,129 @@ def draw_gains(panels: list[Gains], out: str | Path, name_a: str = "A", name_b: 
                      f"{panel.wins} better, {panel.losses} worse, {panel.ties} tied", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     return save_png(fig, out)
+
+
+# ----------------------------------------------------------------------------- grid results
+
+
+@dataclass
+class GridBars:
+    """A grid table as bars: `means[v][l]` (None where variant v has no run on language l),
+    `stds`, per-seed means `seeds[v][l]`, and per language the references (upper / lower
+    bound, zero-shot student) where the grid scored them."""
+
+    metric: str
+    languages: list[str]
+    variants: list[str]
+    means: dict[str, list[float | None]]
+    stds: dict[str, list[float | None]]
+    seeds: dict[str, list[list[float]]]
+    references: dict[str, dict[str, float]]
+
+
+def read_grid_results(path: str | Path) -> dict:
+    """A grid's results.json (a file, or the grid's out folder holding results.json)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise OpticalError(f"{path}: not found; run `optical grid GRID.yaml --collect-only` first")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OpticalError(f"{path}: not a grid results file ({str(err).splitlines()[0]})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or "metric" not in result:
+        raise OpticalError(f"{path}: not a grid results file (no rows / metric)")
+    return result
+
+
+def grid_bars(result: dict, variants: list[str] | None = None, languages: list[str] | None = None) -> GridBars:
+    """The bars of a grid result: the chosen variants (default every row; a variant run at
+    several budgets is named `variant@budget`) × the languages any of them ran.
+
+    >>> result = {"metric": "nDCG@10", "languages": ["vi", "eu"], "references": {"vi": {"upper": 0.9}},
+    ...           "rows": [{"variant": "a", "budget": "pinned",
+    ...                     "languages": {"vi": {"mean": 0.7, "std": 0.01, "seed_means": {"1": 0.69, "2": 0.71}}}}]}
+    >>> bars = grid_bars(result)
+    >>> bars.languages, bars.means["a"], bars.seeds["a"]
+    (['vi'], [0.7], [[0.69, 0.71]])
+    """
+    rows = {}
+    budgets = {}
+    for row in result["rows"]:
+        budgets.setdefault(row["variant"], []).append(row["budget"])
+    for row in result["rows"]:
+        name = row["variant"] if len(budgets[row["variant"]]) == 1 else f"{row['variant']}@{row['budget']}"
+        rows[name] = row["languages"]
+    chosen = list(rows) if not variants else variants
+    unknown = [v for v in chosen if v not in rows]
+    if unknown:
+        raise OpticalError(f"variant {unknown[0]!r} is not in the grid results; rows: {', '.join(rows)}")
+    wanted = languages or result.get("languages") or []
+    langs = [lang for lang in wanted if any(lang in rows[v] for v in chosen)]
+    if not langs:
+        raise OpticalError("no results to draw: none of the chosen variants ran on the chosen languages")
+    means = {v: [rows[v][l]["mean"] if l in rows[v] else None for l in langs] for v in chosen}
+    stds = {v: [rows[v][l].get("std") if l in rows[v] else None for l in langs] for v in chosen}
+    seeds = {v: [list(rows[v][l].get("seed_means", {}).values()) if l in rows[v] else [] for l in langs]
+             for v in chosen}
+    references = {l: dict(result.get("references", {}).get(l, {})) for l in langs}
+    return GridBars(result["metric"], langs, chosen, means, stds, seeds, references)
+
+
+def draw_grid(bars: GridBars, out: str | Path, title: str = "") -> Path:
+    """Grouped bars, one group per language: each variant's mean over seeds with the seeds'
+    spread (±1 std) and each seed as a dot; the upper and lower bound (teacher on the English
+    and on the target pages) as lines across the group, the zero-shot student dotted."""
+    Figure, FigureCanvasAgg = figure_class("the grid results")
+    n_lang, n_var = len(bars.languages), len(bars.variants)
+    fig = Figure(figsize=(max(6.0, 1.2 + n_lang * (0.5 + 0.45 * n_var)), 5.0), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    width = 0.8 / n_var
+    colors = [f"C{i % 10}" for i in range(n_var)]
+    for i, variant in enumerate(bars.variants):
+        x = np.arange(n_lang) - 0.4 + width * (i + 0.5)
+        means = np.array([np.nan if m is None else m for m in bars.means[variant]])
+        stds = np.array([0.0 if s is None else s for s in bars.stds[variant]])
+        ax.bar(x, means, width=width * 0.92, yerr=stds, capsize=2, color=colors[i], label=variant,
+               error_kw={"linewidth": 0.8})
+        for xi, seed_values in zip(x, bars.seeds[variant]):
+            if len(seed_values) > 1:
+                ax.plot([xi] * len(seed_values), seed_values, "o", color="black", markersize=2.5)
+        for xi, m in zip(x, means):
+            if np.isfinite(m):
+                ax.text(xi, m + 0.01, f"{m:.3f}", ha="center", va="bottom", fontsize=7, rotation=90)
+    styles = {"upper": ("black", "-", "upper bound"), "lower": ("tab:red", "-", "lower bound"),
+              "zero_shot": ("0.4", ":", "zero-shot student")}
+    shown = set()
+    for j, lang in enumerate(bars.languages):
+        for key, (color, style, label) in styles.items():
+            value = bars.references[lang].get(key)
+            if value is None:
+                continue
+            ax.hlines(value, j - 0.45, j + 0.45, colors=color, linestyles=style, linewidth=1.2,
+                      label=None if key in shown else label)
+            shown.add(key)
+    ax.set_xticks(np.arange(n_lang), bars.languages)
+    ax.set_ylabel(bars.metric)
+    values = [m for ms in bars.means.values() for m in ms if m is not None]
+    values += [v for refs in bars.references.values() for v in refs.values()]
+    ax.set_ylim(max(0.0, min(values) - 0.08), min(1.0, max(values) + 0.08))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_png(fig, out)
+
+
+def plot_grid(path: str | Path, out: str | Path | None = None, variants: list[str] | None = None,
+              languages: list[str] | None = None) -> Path:
+    """`optical plot grid OUT_FOLDER`: draw the grid's results.json (default OUT_FOLDER/results.png)."""
+    figure_class("the grid results")  # fail before reading anything when matplotlib is missing
+    path = Path(path)
+    result = read_grid_results(path)
+    bars = grid_bars(result, variants, languages)
+    if out is None:
+        out = (path if path.is_dir() else path.parent) / "results.png"
+    return draw_grid(bars, out, f"grid {result.get('grid', '')}: {bars.metric}, mean over seeds (dots: seeds)")

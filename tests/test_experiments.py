@@ -112,6 +112,7 @@ def test_collect_pairs_against_the_baseline(tmp_path):
     a, b = rows["a"]["languages"]["vi"], rows["b"]["languages"]["vi"]
     assert a["mean"] == pytest.approx(base.mean() + 0.015)
     assert a["std"] == pytest.approx(0.005)
+    assert a["seed_means"] == {"1": pytest.approx(base.mean() + 0.01), "2": pytest.approx(base.mean() + 0.02)}
     assert b["diff"] == pytest.approx(0.2) and b["p_perm"] < 0.001
     assert "diff" not in a  # the baseline is not tested against itself
     assert b["gap_closed"] == pytest.approx((b["mean"] - 0.1) / 0.8)

@@ -159,3 +159,71 @@ def test_compare_plot_cli(evaluations, tmp_path, monkeypatch):
     without_matplotlib(monkeypatch)
     one_error_line(runner.invoke(app, ["eval", "--compare", str(a), str(b), "--plot", str(tmp_path / "g2.png")]),
                    "needs matplotlib")
+
+
+# ----------------------------------------------------------------------------- grid results
+
+
+@pytest.fixture
+def grid_results(tmp_path):
+    """A grid's results.json as `collect` writes it, from hand-written per-query files:
+    variants a (two seeds on vi and eu) and b (one seed, vi only)."""
+    from optical.experiments import cells, collect, grid_from_dict, run_dir
+
+    grid = grid_from_dict({"name": "toy", "recipe": "r.yaml", "languages": ["vi", "eu"], "seeds": [1, 2],
+                           "budgets": [10], "baseline": "a", "out": str(tmp_path / "g"),
+                           "variants": {"a": {}, "b": {}}})
+    for cell in cells(grid):
+        if cell.variant.name == "b" and (cell.lang == "eu" or cell.seed == 2):
+            continue
+        shift = {"a": 0.5, "b": 0.7}[cell.variant.name] + 0.01 * cell.seed
+        folder = run_dir(grid, cell) / "eval-clir"
+        folder.mkdir(parents=True)
+        (folder / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": {"q1": shift, "q2": shift + 0.1}}}))
+    bounds = tmp_path / "g" / "vi" / "bounds"
+    bounds.mkdir(parents=True)
+    (bounds / "per_query.json").write_text(json.dumps({"toy": {"nDCG@10": {"q1": 0.2}},
+                                                       "toy[en]": {"nDCG@10": {"q1": 0.9}}}))
+    collect(grid)
+    return tmp_path / "g"
+
+
+def test_grid_bars_are_the_table_numbers(grid_results):
+    from optical.plots import grid_bars, read_grid_results
+
+    bars = grid_bars(read_grid_results(grid_results))
+    assert bars.languages == ["vi", "eu"] and bars.variants == ["a", "b"]
+    assert bars.means["a"] == [pytest.approx(0.565), pytest.approx(0.565)]
+    assert bars.seeds["a"][0] == [pytest.approx(0.56), pytest.approx(0.57)]
+    assert bars.means["b"] == [pytest.approx(0.76), None]  # b never ran on eu
+    assert bars.references["vi"] == {"upper": 0.9, "lower": 0.2} and bars.references["eu"] == {}
+    only = grid_bars(read_grid_results(grid_results / "results.json"), variants=["b"], languages=["eu", "vi"])
+    assert only.languages == ["vi"] and only.variants == ["b"]
+
+
+def test_plot_grid_cli_writes_a_png_beside_the_results(grid_results):
+    result = runner.invoke(app, ["plot", "grid", str(grid_results)])
+    assert result.exit_code == 0, result.output
+    out = grid_results / "results.png"
+    assert result.output.strip() == f"wrote {out}"
+    kind, (width, height), (darkest, lightest) = png(out)
+    assert kind == "PNG" and height == 500 and darkest < 100 and lightest > 200
+
+
+def test_plot_grid_errors_are_one_line(grid_results, tmp_path, monkeypatch):
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "cut.json").write_text('{"rows": [')
+    cases = [
+        (["plot", "grid", str(tmp_path / "nowhere")], "not found; run `optical grid GRID.yaml --collect-only` first"),
+        (["plot", "grid", str(tmp_path / "bad.json")], "not a grid results file (no rows / metric)"),
+        (["plot", "grid", str(tmp_path / "cut.json")], "not a grid results file ("),
+        (["plot", "grid", str(grid_results), "--variant", "c"], "variant 'c' is not in the grid results; rows: a, b"),
+        (["plot", "grid", str(grid_results), "--lang", "om"], "no results to draw"),
+        (["plot", "grid", str(grid_results), "--out", str(tmp_path / "no" / "x.png")], "output folder not found"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in one_error_line(result), (args, result.output)
+    without_matplotlib(monkeypatch)
+    result = runner.invoke(app, ["plot", "grid", str(grid_results)])
+    assert result.exit_code == 2 and "needs matplotlib" in one_error_line(result)
