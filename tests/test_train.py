@@ -166,8 +166,11 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, args, message):
 def test_bad_line_error_mode(tmp_path, tiny_teacher_st, tiny_student):
     path = tmp_path / "bad.tsv"
     path.write_text("a\tb\nbroken line\n", "utf-8")
+    out = tmp_path / "runs" / "bad"
     with pytest.raises(OpticalError, match="bad.tsv:2"):
-        distill(recipe_from_dict({"bitext": {"path": str(path), "on_bad_line": "error"}}), show_progress=False)
+        distill(recipe_from_dict({"bitext": {"path": str(path), "on_bad_line": "error"}, "output_dir": str(out)}),
+                show_progress=False)
+    assert not out.exists()  # the write check's folder is not left behind
 
 
 def test_overlong_sentences_are_truncated_and_counted(tiny_teacher_st, tiny_student, tmp_path):

@@ -190,15 +190,23 @@ class Distiller:
 
     def run(self) -> DistillResult:
         """Every step in order; the run's result."""
+        new_folder = not self.run_dir.exists()
         if self.setup_run_dir():
             self.say(f"{self.run_dir}: the run has already finished; nothing to do")
             return finished_result(self.run_dir)
-        self.setup_data()
-        self.setup_models()
-        self.setup_teacher_states()
-        self.setup_warm_start()
-        self.setup_objective()
-        self.setup_optimizer()
+        try:
+            self.setup_data()
+            self.setup_models()
+            self.setup_teacher_states()
+            self.setup_warm_start()
+            self.setup_objective()
+            self.setup_optimizer()
+        except BaseException:
+            # Bad data or a model that does not load: do not leave behind the empty folder
+            # that the write check made (a folder that holds anything is kept, for --resume).
+            if new_folder and self.main and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()
+            raise
         try:
             self.start_log()
             losses = self.train()
