@@ -214,3 +214,27 @@ def test_rows_are_compared_on_the_seeds_both_ran(tmp_path):
     assert b["mean"] == pytest.approx(0.75) and b["seeds"] == [1, 2]
     assert b["diff"] == pytest.approx(0.1) and b["paired_seeds"] == [2]
     assert "seeds 2)" in (tmp_path / "results.md").read_text()
+
+
+def test_shipped_grids_load_and_their_committed_records_are_still_done(monkeypatch):
+    """Every grid file in experiments/ parses, and every finished cell whose record is committed
+    under experiments/results/ still counts as done under today's recipe schema: a changed
+    default that a grid does not pin would otherwise delete those cells and train them again."""
+    from pathlib import Path
+
+    from optical.experiments import _trained, cell_recipe
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # grid files name their recipe, data and out relative to the project
+    grids = sorted((root / "experiments").glob("*.yaml"))
+    assert grids
+    checked = 0
+    for path in grids:
+        grid = load_grid(path)
+        assert grid.out.startswith("experiments/results/"), path
+        for cell in cells(grid):
+            folder = run_dir(grid, cell)
+            if (folder / "metrics.json").is_file() and cell.variant.eval_of is None:
+                assert _trained(folder, cell_recipe(grid, cell)), f"{folder}: its recipe.yaml no longer matches {path.name}"
+                checked += 1
+    assert checked > 0 or not any((root / "experiments" / "results").rglob("metrics.json"))
