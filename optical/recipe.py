@@ -101,6 +101,9 @@ class OTConfig:
     masses: Literal["uniform", "idf"] = "idf"  # idf measured better than uniform
     gradient: Literal["envelope", "unrolled"] = "envelope"
     drop_special_tokens: bool = True  # [CLS]/[SEP]/<s> carry no translatable content
+    # torch: the batched solver; triton: one fused program per problem on CUDA (falls back to
+    # torch elsewhere). Not yet measured on a GPU, so not the default (docs/benchmarks.md).
+    solver: Literal["torch", "triton"] = "torch"
 
 
 @dataclass(frozen=True)

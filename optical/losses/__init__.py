@@ -72,7 +72,8 @@ def build_objective(loss_terms, ot_config) -> DistillationObjective:
         params = dict(term.params)
         if term.name in OT_LOSSES:
             defaults = dict(epsilon=ot_config.epsilon, rho=ot_config.rho, max_iter=ot_config.max_iter,
-                            tol=ot_config.tol, cost=ot_config.cost, gradient=ot_config.gradient)
+                            tol=ot_config.tol, cost=ot_config.cost, gradient=ot_config.gradient,
+                            solver=ot_config.solver)
             params = {**defaults, **params}
         terms.append((term.name, term.weight, LOSSES[term.name](**params)))
     return DistillationObjective(terms)

@@ -42,12 +42,14 @@ class TokenOTLoss(nn.Module):
     """
 
     def __init__(self, epsilon: float = 0.05, rho: float | None = None, max_iter: int = 100,
-                 tol: float = 1e-4, cost: str = "cosine", gradient: str = "envelope"):
+                 tol: float = 1e-4, cost: str = "cosine", gradient: str = "envelope", solver: str = "torch"):
         super().__init__()
         if gradient not in ("envelope", "unrolled"):
             raise ValueError(f"gradient must be 'envelope' or 'unrolled', got {gradient!r}")
         self.epsilon, self.rho, self.max_iter, self.tol = epsilon, rho, max_iter, tol
-        self.cost, self.gradient = cost, gradient
+        if solver not in ("torch", "triton"):
+            raise ValueError(f"solver must be 'torch' or 'triton', got {solver!r}")
+        self.cost, self.gradient, self.solver = cost, gradient, solver
         self.last_iterations = 0
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
@@ -58,7 +60,8 @@ class TokenOTLoss(nn.Module):
         cost = cost_matrix(teacher, student, self.cost)
         if self.gradient == "envelope":
             with torch.no_grad():
-                result = sinkhorn(cost.detach(), a, b, self.epsilon, self.rho, self.max_iter, self.tol)
+                result = sinkhorn(cost.detach(), a, b, self.epsilon, self.rho, self.max_iter, self.tol,
+                                  solver=self.solver)
             plan = result.plan
         else:
             result = sinkhorn(cost, a, b, self.epsilon, self.rho, self.max_iter, self.tol)

@@ -50,6 +50,7 @@ def sinkhorn(
     tol: float = 1e-6,
     check_every: int = 10,
     log_prior: torch.Tensor | None = None,
+    solver: str = "torch",
 ) -> SinkhornResult:
     """Entropic OT plans for a batch of problems, on the device of `cost`.
 
@@ -72,6 +73,10 @@ def sinkhorn(
     KL(T | a ⊗ b) (POT's `c` argument of `sinkhorn_unbalanced`); the marginal terms still
     use a and b. Used by SIGROT to pull plans towards the teacher's similarity graph.
 
+    `solver="triton"` solves each problem in one fused Triton program
+    (`optical.ot.sinkhorn_triton`) where that applies: CUDA tensors, no autograd, at most
+    128 tokens a side, triton installed; anywhere else it falls back to this solver.
+
     Example: the plan's marginals are the masses, and it equals POT's (float64):
 
     >>> import ot, torch
@@ -86,6 +91,15 @@ def sinkhorn(
     """
     if cost.dim() != 3:
         raise ValueError(f"cost must be [batch, n, m], got shape {tuple(cost.shape)}")
+    if solver not in ("torch", "triton"):
+        raise ValueError(f"solver must be 'torch' or 'triton', got {solver!r}")
+    if solver == "triton":
+        from optical.ot import sinkhorn_triton
+
+        inputs = (cost, a, b) if log_prior is None else (cost, a, b, log_prior)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        if sinkhorn_triton.applies(cost, needs_grad):
+            return sinkhorn_triton.fused_sinkhorn(cost, a, b, epsilon, rho, max_iter, tol, check_every, log_prior)
     if cost.dtype in (torch.float16, torch.bfloat16):
         cost = cost.float()  # log-sum-exp in half precision loses the plan
     a, b = a.to(cost), b.to(cost)
