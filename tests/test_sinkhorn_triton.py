@@ -138,3 +138,28 @@ def test_triton_solver_falls_back_where_it_does_not_apply(monkeypatch):
 def test_unknown_solver_is_a_clear_error():
     with pytest.raises(ValueError, match="solver must be 'torch' or 'triton', got 'cuda'"):
         sinkhorn(torch.rand(1, 2, 2), torch.full((1, 2), 0.5), torch.full((1, 2), 0.5), solver="cuda")
+
+
+@needs_triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the interpreter checks run instead)")
+def test_fused_solver_on_cuda_matches_the_torch_solver_and_pot():
+    import numpy as np
+    import ot
+
+    torch.manual_seed(0)
+    cost = torch.rand(64, 32, 32, dtype=torch.float64, device="cuda")
+    a = torch.rand(64, 32, dtype=torch.float64, device="cuda")
+    b = torch.rand(64, 32, dtype=torch.float64, device="cuda")
+    a[::3, 25:] = 0
+    a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+    fused = sinkhorn(cost, a, b, 0.05, None, 5000, 1e-10, solver="triton")
+    batched = sinkhorn(cost, a, b, 0.05, None, 5000, 1e-10)
+    assert (fused.plan - batched.plan).abs().max() < 1e-8
+    i = 3
+    rows = a[i] > 0
+    pot = ot.sinkhorn(a[i][rows].cpu().numpy(), b[i].cpu().numpy(), cost[i][rows].cpu().numpy(), reg=0.05,
+                      stopThr=1e-13, numItermax=100000, method="sinkhorn_log")
+    assert np.abs(fused.plan[i][rows].cpu().numpy() - pot).max() < 1e-5
+    c32 = cost.float()
+    plans = [sinkhorn(c32, a.float(), b.float(), 0.05, None, 3000, 1e-6, solver=s).plan for s in ("triton", "torch")]
+    assert (plans[0] - plans[1]).abs().max() < 1e-5
