@@ -33,8 +33,6 @@ import torch
 
 #: the largest side (tokens) the fused kernel takes; one tile of MAX_TOKENS² lives in registers
 MAX_TOKENS = 128
-#: a finite stand-in for log 0: padded rows/columns stay out of every log-sum-exp without NaNs
-_NEG = -1.0e30
 
 
 @functools.lru_cache(maxsize=1)
@@ -91,7 +89,9 @@ def _kernel():
         else:
             reference = log_a[:, None] + log_b[None, :]
         real = row_real[:, None] & col_real[None, :]
-        log_kernel = tl.where(real, reference - cost * inv_eps, _NEG)
+        # -1e30, a finite stand-in for log 0 (a compiled kernel reads no module globals):
+        # padded rows/columns stay out of every log-sum-exp without NaNs
+        log_kernel = tl.where(real, reference - cost * inv_eps, -1.0e30)
         f = tl.sum(log_kernel * 0.0, axis=1)  # zeros of the tile's dtype
         g = tl.sum(log_kernel * 0.0, axis=0)
         error = tl.max(f) + 1.0e30
