@@ -226,7 +226,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 recipe_dicts = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
 overrides = st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
     ["train.lr", "loss", "ot.rho", "train.steps", "teacher.kind", "bitext.heldout", "x.y", "loss.0",
-     "student.layers", "warm_start.refit_layers", "student.dropout"]),
+     "student.layers", "warm_start.refit_layers", "student.dropout", "ot.solver"]),
     st.text(max_size=10)), max_size=3)
 
 
@@ -404,3 +404,11 @@ def test_read_only_cache_in_eval_is_one_line(tmp_path, monkeypatch, tiny_teacher
     monkeypatch.setattr(evaluation, "load_task", read_only)
     line = cli_error("eval", "--path", tmp_path, "--student", tiny_teacher_st)
     assert line == f"error: {tmp_path / 'cache' / 'embeddings'}: Permission denied"
+
+
+def test_ot_solver_is_torch_or_triton():
+    assert load_recipe("recipes/vi/quickstart.yaml").ot.solver == "torch"
+    assert load_recipe("recipes/vi/quickstart.yaml", ["ot.solver=triton"]).ot.solver == "triton"
+    with pytest.raises(OpticalError) as err:
+        load_recipe("recipes/vi/quickstart.yaml", ["ot.solver=cuda"])
+    assert "ot.solver" in one_line(err.value)
