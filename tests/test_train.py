@@ -95,6 +95,16 @@ def test_warm_start_only_run(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path
     assert SentenceTransformer(str(out / "student"), trust_remote_code=True).encode(["xin chào"]).shape == (1, 32)
 
 
+def test_triton_solver_on_a_cpu_says_it_falls_back_and_trains(tiny_teacher_st, tiny_student, bitext_tsv, tmp_path):
+    out = tmp_path / "tri"
+    result = run_cli("distill", "--teacher-model", tiny_teacher_st, "--bitext", bitext_tsv, "--student", tiny_student,
+                     "--out", out, "--steps", 2, "--set", "bitext.heldout=8", "--set", "ot.solver=triton",
+                     "--set", "train.batch_size=4", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "ot.solver: triton needs CUDA and triton (no CUDA device); token_ot uses the torch solver" in result.output
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
 class Killed(BaseException):
     """Stands in for SIGKILL (the CLI runner turns KeyboardInterrupt into an exit code)."""
 

@@ -361,6 +361,12 @@ class Distiller:
         """The weighted losses, the special tokens kept out of OT, and IDF token masses."""
         recipe, teacher, student = self.recipe, self.teacher, self.student
         self.objective = build_objective(recipe.loss, recipe.ot)
+        if recipe.ot.solver == "triton" and any(t.name == "token_ot" for t in recipe.loss):
+            from optical.ot.sinkhorn_triton import triton_available
+
+            if self.device.type != "cuda" or not triton_available():
+                why = "no CUDA device" if self.device.type != "cuda" else "triton is not installed"
+                self.notice(f"ot.solver: triton needs CUDA and triton ({why}); token_ot uses the torch solver")
         self.teacher_special = set(teacher.tokenizer.all_special_ids)
         self.student_special = set(student.tokenizer.all_special_ids)
         self.prefix_length = student.prefix_length()
