@@ -387,10 +387,10 @@ def collect(grid: Grid) -> dict:
             key = (variant, budget, lang)
             if key not in per_query:
                 continue
-            seed_means = [float(np.mean(list(v.values()))) for v in per_query[key].values()]
+            by_seed = {str(s): float(np.mean(list(per_query[key][s].values()))) for s in sorted(per_query[key])}
+            seed_means = list(by_seed.values())
             entry = {"mean": float(np.mean(seed_means)), "std": float(np.std(seed_means)),
-                     "seeds": sorted(per_query[key]),
-                     "seed_means": {str(s): float(np.mean(list(per_query[key][s].values()))) for s in sorted(per_query[key])}}
+                     "seeds": sorted(per_query[key]), "seed_means": by_seed}
             if "upper" in bounds.get(lang, {}):
                 upper, lower = bounds[lang]["upper"], bounds[lang]["lower"]
                 entry["gap_closed"] = (entry["mean"] - lower) / (upper - lower) if upper > lower else None
