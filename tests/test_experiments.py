@@ -118,6 +118,8 @@ def test_collect_pairs_against_the_baseline(tmp_path):
     assert b["gap_closed"] == pytest.approx((b["mean"] - 0.1) / 0.8)
     table = (tmp_path / "results.md").read_text()
     assert "| b | 10 |" in table and "+0.200" in table and "upper bound" in table
+    gap_rows = table.split("Share of the language gap closed")[1]
+    assert f"| b | 10 | {100 * b['gap_closed']:.0f} % (2) |" in gap_rows
 
 
 @pytest.mark.slow
