@@ -93,12 +93,12 @@ class LossTerm:
 
 @dataclass(frozen=True)
 class OTConfig:
-    epsilon: float = 0.02  # sharper than OPTICAL's 0.05: measured better on help-page CLIR
+    epsilon: float = 0.02  # sharper than OPTICAL's 0.05 (docs/results.md, "OT settings")
     max_iter: int = 100
     tol: float = 1e-4
     rho: float | None = None  # None: balanced; a number: KL-relaxed marginals
     cost: Literal["cosine", "sqeuclidean"] = "cosine"
-    masses: Literal["uniform", "idf"] = "idf"  # idf measured better than uniform
+    masses: Literal["uniform", "idf"] = "idf"  # idf: see docs/results.md, "OT settings"
     gradient: Literal["envelope", "unrolled"] = "envelope"
     drop_special_tokens: bool = True  # [CLS]/[SEP]/<s> carry no translatable content
     # torch: the batched solver; triton: one fused program per problem on CUDA (falls back to
