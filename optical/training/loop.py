@@ -110,34 +110,35 @@ def choose_precision(precision: str, device: torch.device) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
 
 
-def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = "", batch: int = 4096) -> int:
-    """How many texts have more tokens (specials included) than `max_length` and get cut."""
-    over = 0
-    for start in range(0, len(texts), batch):
-        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False, verbose=False)["input_ids"]
-        over += sum(len(x) > max_length for x in ids)
-    return over
-
-
 #: above this share of unknown tokens on the target side, distill warns (e5-small: ≤ 0.001 on vi, hi, eu, om; 0.46 on dz)
 UNKNOWN_TOKEN_WARNING = 0.01
 
 
-def unknown_token_share(tokenizer, texts: list[str], prefix: str = "", batch: int = 4096) -> float:
-    """Share of the tokens of `texts` (special tokens left out) that are the tokenizer's unknown
-    token: how much of a language the vocabulary cannot represent at all.
+def token_counts(tokenizer, texts: list[str], max_length: int, prefix: str = "", batch: int = 4096) -> tuple[int, float]:
+    """One tokenisation pass over `texts`: how many have more tokens (specials included) than
+    `max_length` and get cut, and the share of their tokens (specials left out) that are the
+    tokenizer's unknown token, i.e. how much of a language the vocabulary cannot represent.
 
-    Example: multilingual-e5-small on the Dzongkha help bitext: 0.46; on the Vietnamese one: 0.0."""
-    unk = tokenizer.unk_token_id
-    if unk is None:
-        return 0.0
-    total = unknown = 0
+    Example: multilingual-e5-small on the Dzongkha help bitext: share 0.46; on the Vietnamese one: 0.0."""
+    specials, unk = tokenizer.num_special_tokens_to_add(), tokenizer.unk_token_id
+    over = total = unknown = 0
     for start in range(0, len(texts), batch):
-        ids = tokenizer([prefix + t for t in texts[start:start + batch]], add_special_tokens=False,
-                        truncation=False, verbose=False)["input_ids"]
-        total += sum(len(x) for x in ids)
-        unknown += sum(x.count(unk) for x in ids)
-    return unknown / total if total else 0.0
+        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False, verbose=False)["input_ids"]
+        over += sum(len(x) > max_length for x in ids)
+        total += sum(len(x) - specials for x in ids)
+        if unk is not None:
+            unknown += sum(x.count(unk) for x in ids)
+    return over, (unknown / total if total else 0.0)
+
+
+def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = "") -> int:
+    """How many texts have more tokens (specials included) than `max_length` and get cut."""
+    return token_counts(tokenizer, texts, max_length, prefix)[0]
+
+
+def unknown_token_share(tokenizer, texts: list[str], prefix: str = "") -> float:
+    """Share of the tokens of `texts` (specials left out) that are the tokenizer's unknown token."""
+    return token_counts(tokenizer, texts, max_length=0, prefix=prefix)[1]
 
 
 def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
@@ -299,17 +300,17 @@ class Distiller:
             self.say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
         self.student = student
         teacher, pairs = self.teacher, self.train_pairs
+        student_cut, self.unknown_share = token_counts(student.tokenizer, [p[1] for p in pairs],
+                                                        student.max_length, student.prefix)
         self.truncated = {
             "teacher_en": count_truncated(teacher.tokenizer, [p[0] for p in pairs], teacher.max_length),
-            "student_other": count_truncated(student.tokenizer, [p[1] for p in pairs], student.max_length,
-                                             student.prefix),
+            "student_other": student_cut,
         }
-        self.unknown_share = unknown_token_share(student.tokenizer, [p[1] for p in pairs], student.prefix)
         if self.unknown_share > UNKNOWN_TOKEN_WARNING:
             # Distillation cannot teach the student to read what its tokenizer turns into one symbol.
-            self.notice(f"warning: {100 * self.unknown_share:.1f} % of the student's {recipe.lang} tokens are its unknown "
-                     f"token {student.tokenizer.unk_token}: its vocabulary does not cover this language's script "
-                     f"(docs/results.md, Dzongkha)")
+            self.notice(f"warning: {100 * self.unknown_share:.1f} % of the student's {recipe.lang} tokens are its "
+                        f"unknown token {student.tokenizer.unk_token}: its vocabulary does not cover this "
+                        f"language's script (docs/results.md, Dzongkha)")
         if any(self.truncated.values()):
             self.say(f"truncated to max_length: {self.truncated['teacher_en']} English sentences (teacher, "
                      f"{teacher.max_length} tokens), {self.truncated['student_other']} {recipe.lang} sentences "
