@@ -226,7 +226,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 recipe_dicts = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
 overrides = st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
     ["train.lr", "loss", "ot.rho", "train.steps", "teacher.kind", "bitext.heldout", "x.y", "loss.0",
-     "student.layers", "warm_start.refit_layers", "student.dropout", "ot.solver"]),
+     "student.layers", "warm_start.refit_layers", "student.dropout", "ot.solver", "student.new_tokens"]),
     st.text(max_size=10)), max_size=3)
 
 

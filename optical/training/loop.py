@@ -39,6 +39,7 @@ from optical.losses import DistillBatch, build_objective
 from optical.models.sources import folder_identity, resolve_model
 from optical.models.student import Student
 from optical.models.teacher import Teacher, TeacherOutput, load_teacher
+from optical.models.vocabulary import AUTO_UNKNOWN_SHARE, added_tokens_identity, extend_vocabulary, token_counts
 from optical.ot.masks import ot_mask
 from optical.ot.masses import document_frequencies, idf_masses, idf_table
 from optical.recipe import Recipe
@@ -111,34 +112,12 @@ def choose_precision(precision: str, device: torch.device) -> str:
 
 
 #: above this share of unknown tokens on the target side, distill warns (e5-small: ≤ 0.001 on vi, hi, eu, om; 0.46 on dz)
-UNKNOWN_TOKEN_WARNING = 0.01
-
-
-def token_counts(tokenizer, texts: list[str], max_length: int, prefix: str = "", batch: int = 4096) -> tuple[int, float]:
-    """One tokenisation pass over `texts`: how many have more tokens (specials included) than
-    `max_length` and get cut, and the share of their tokens (specials left out) that are the
-    tokenizer's unknown token, i.e. how much of a language the vocabulary cannot represent.
-
-    Example: multilingual-e5-small on the Dzongkha help bitext: share 0.46; on the Vietnamese one: 0.0."""
-    specials, unk = tokenizer.num_special_tokens_to_add(), tokenizer.unk_token_id
-    over = total = unknown = 0
-    for start in range(0, len(texts), batch):
-        ids = tokenizer([prefix + t for t in texts[start:start + batch]], truncation=False, verbose=False)["input_ids"]
-        over += sum(len(x) > max_length for x in ids)
-        total += sum(len(x) - specials for x in ids)
-        if unk is not None:
-            unknown += sum(x.count(unk) for x in ids)
-    return over, (unknown / total if total else 0.0)
+UNKNOWN_TOKEN_WARNING = AUTO_UNKNOWN_SHARE
 
 
 def count_truncated(tokenizer, texts: list[str], max_length: int, prefix: str = "") -> int:
     """How many texts have more tokens (specials included) than `max_length` and get cut."""
     return token_counts(tokenizer, texts, max_length, prefix)[0]
-
-
-def unknown_token_share(tokenizer, texts: list[str], prefix: str = "") -> float:
-    """Share of the tokens of `texts` (specials left out) that are the tokenizer's unknown token."""
-    return token_counts(tokenizer, texts, max_length=0, prefix=prefix)[1]
 
 
 def check_finite(model: torch.nn.Module, step: int, last_checkpoint) -> None:
@@ -194,6 +173,7 @@ class Distiller:
         self.checkpoint: Path | None = None  # the checkpoint this run resumes from
         self.warm_report: dict | None = None
         self.refit_report: dict | None = None
+        self.vocabulary: dict | None = None  # what extend_vocabulary added (setup_models, or the log on resume)
         self.start_step = 0
         self._order: tuple[int | None, list[int]] = (None, [])  # (epoch, its data order)
         self.earlier_losses: list[float] = []  # step losses of the processes a resumed run continues
@@ -287,6 +267,13 @@ class Distiller:
             student = Student.create(recipe.student.model, self.teacher.dim, recipe.student.max_length,
                                      recipe.student.prefix, self.cache_dir, normalize=recipe.student.normalize,
                                      layers=recipe.student.layers)
+            self.vocabulary = extend_vocabulary(student, self.train_pairs, recipe.student.new_tokens)
+            if self.vocabulary is not None:
+                v = self.vocabulary
+                self.say(f"vocabulary: {v.added} new tokens for {recipe.lang} units the tokenizer read as "
+                         f"{student.tokenizer.unk_token}; unknown tokens {100 * v.unknown_before:.1f} % → "
+                         f"{100 * v.unknown_after:.1f} %")
+                self.vocabulary = v.as_dict()
         student.to(device)
         # Mean pooling never reads the encoder's own pooler (BERT, XLM-R): freeze it, or DDP on
         # several processes stops because those parameters never receive a gradient.
@@ -310,7 +297,8 @@ class Distiller:
             # Distillation cannot teach the student to read what its tokenizer turns into one symbol.
             self.notice(f"warning: {100 * self.unknown_share:.1f} % of the student's {recipe.lang} tokens are its "
                         f"unknown token {student.tokenizer.unk_token}: its vocabulary does not cover this "
-                        f"language's script (docs/results.md, Dzongkha)")
+                        f"language's script; student.new_tokens (auto or a number) adds tokens for it "
+                        f"(docs/distillation.md)")
         if any(self.truncated.values()):
             self.say(f"truncated to max_length: {self.truncated['teacher_en']} English sentences (teacher, "
                      f"{teacher.max_length} tokens), {self.truncated['student_other']} {recipe.lang} sentences "
@@ -351,7 +339,8 @@ class Distiller:
         return warm_start_cache(self.cache_dir, recipe.student.model,
                                 folder_identity(resolved) if Path(resolved).exists() else "",
                                 recipe.student.max_length, recipe.student.prefix, self.warm_start_pairs()[0],
-                                layers=student.layers)
+                                layers=student.layers,
+                                vocabulary=added_tokens_identity(student, self.vocabulary["added"]) if self.vocabulary else "")
 
     def fit_head(self, student: Student, cache: Path | None = None) -> dict:
         """The recipe's closed-form head fit on the warm start's pairs; its report."""
@@ -443,22 +432,24 @@ class Distiller:
         with writing(self.run_dir):
             self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "recipe.yaml", self.recipe.to_yaml())
-        fitted_here = self.warm_report is not None  # the warm start ran in this process
+        # the warm start and the vocabulary extension ran in this process (not resumed from a checkpoint)
+        set_up = {key: value for key, value in (("warm_start", self.warm_report), ("vocabulary", self.vocabulary))
+                  if value is not None}
         logged = False
         if self.resume:
             truncate_log(self.log_path, self.start_step)  # the steps after the checkpoint run again
             logged = self.recover_log()
         # Kept in the log, so a later resume reports it too; also when --resume found no
         # checkpoint and started over (a process killed before its first checkpoint).
-        if fitted_here and not logged:
-            append_log(self.log_path, {"step": 0, "warm_start": self.warm_report})
+        if set_up and not logged:
+            append_log(self.log_path, {"step": 0, **set_up})
         if self.cfg.trackers:
             start_trackers(self.accelerator, self.recipe, self.run_dir, self.start_step if self.resume else None)
 
     def recover_log(self) -> bool:
         """What the killed process(es) logged up to the checkpoint: their step losses and the
-        warm-start report, so metrics.json ends as an unbroken run's. True when the log holds
-        a warm-start report."""
+        warm-start and vocabulary reports, so metrics.json ends as an unbroken run's. True when
+        the log holds the set-up record (step 0) with either report."""
         self.earlier_losses = []
         found = False
         if not self.log_path.is_file():
@@ -474,6 +465,10 @@ class Distiller:
                 found = True
                 if self.warm_report is None:
                     self.warm_report = record["warm_start"]
+            if isinstance(record.get("vocabulary"), dict):
+                found = True
+                if self.vocabulary is None:
+                    self.vocabulary = record["vocabulary"]
             if "loss" in record and isinstance(record.get("step"), int) and record["step"] <= self.start_step:
                 self.earlier_losses.append(float(record["loss"]))
         return found
@@ -637,6 +632,7 @@ class Distiller:
                        "heldout_pairs": len(self.heldout), "skipped_lines": len(self.bitext.bad),
                        "truncated": self.truncated, "student_unknown_tokens": round(self.unknown_share, 4),
                        "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+                       **({"vocabulary": self.vocabulary} if self.vocabulary else {}),
                        "warm_start": self.warm_report, **({"refit": self.refit_report} if self.refit_report else {}),
                        "heldout": metrics,
                        "seconds": round(time.perf_counter() - self.started, 2)}

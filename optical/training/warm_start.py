@@ -90,12 +90,15 @@ def warm_start_sample(n_train: int, pairs: int | None, seed: int) -> list[int]:
 
 
 def warm_start_cache(cache_dir: Path, student_spec: str, student_identity: str, max_length: int, prefix: str,
-                     pairs: list[tuple[str, str]], layers: list[int] | None = None) -> Path:
+                     pairs: list[tuple[str, str]], layers: list[int] | None = None, vocabulary: str = "") -> Path:
     """Cache file for the untrained student's pooled states on these pairs: its name covers
-    the student (spec and weights), how it reads text (max length, prefix, layers) and every pair."""
+    the student (spec and weights, and `vocabulary`: the tokens optical added to it), how it
+    reads text (max length, prefix, layers) and every pair."""
     parts = [student_spec, student_identity, str(max_length), prefix]
     if layers is not None:  # only then: the last-layer caches already on disk keep their names
         parts.append("layers=" + ",".join(map(str, layers)))
+    if vocabulary:  # the same: only for an extended vocabulary
+        parts.append("vocabulary=" + vocabulary)
     key = cache_key(*parts, (f"{en}\t{other}" for en, other in pairs))
     return Path(cache_dir) / "warm_start" / f"{key}.safetensors"
 
