@@ -148,3 +148,45 @@ def test_distill_extends_saves_and_reloads_the_vocabulary(tiny_teacher_st, tiny_
     assert loaded.tokenizer.unk_token_id not in loaded.tokenizer("བཀྲ་ཤིས་", add_special_tokens=False)["input_ids"]
     plain = SentenceTransformer(str(result.student_dir), device="cpu", trust_remote_code=True)  # the refit's LayerConcat
     np.testing.assert_allclose(plain.encode(DZ[:4], normalize_embeddings=True), loaded.encode(DZ[:4]), atol=1e-5)
+
+
+def test_an_extended_student_resumes_bit_identical(tiny_teacher_st, tiny_student, tmp_path, monkeypatch):
+    """Killed after a checkpoint and resumed: the checkpoint holds the new tokens (no second
+    extension), the weights and metrics.json equal an unbroken run's, vocabulary report included."""
+    import optical.training.loop as loop
+
+    class Killed(BaseException):
+        pass
+
+    path = tmp_path / "dz.tsv"
+    path.write_text("".join(f"{en}\t{dz}\n" for en, dz in zip(EN, DZ)), "utf-8")
+
+    def recipe(out):
+        return recipe_from_dict({"lang": "dz", "teacher": {"model": str(tiny_teacher_st)},
+                                 "student": {"model": str(tiny_student)},
+                                 "bitext": {"path": str(path), "heldout": 0}, "output_dir": str(tmp_path / out)},
+                                ["train.steps=4", "train.batch_size=4", "train.checkpoint_every=2"])
+
+    unbroken = distill(recipe("a"), show_progress=False)
+    real = loop.save_checkpoint
+
+    def save_then_die(run_dir, at, *args, **kwargs):
+        saved = real(run_dir, at, *args, **kwargs)
+        if at == 2:
+            raise Killed(saved)
+        return saved
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "save_checkpoint", save_then_die)
+        with pytest.raises(Killed):
+            distill(recipe("b"), show_progress=False)
+    calls = []
+    monkeypatch.setattr(loop, "extend_vocabulary", lambda *a, **k: calls.append(a))
+    resumed = distill(recipe("b"), resume=True, show_progress=False)
+    assert calls == []  # the student came from the checkpoint, tokens and all
+    a, b = Student.load(unbroken.student_dir).state_dict(), Student.load(resumed.student_dir).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("a", "b")]
+    for s in summary:
+        s.pop("seconds")
+    assert summary[0] == summary[1] and summary[1]["vocabulary"]["added"] > 0
