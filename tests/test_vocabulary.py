@@ -190,3 +190,18 @@ def test_an_extended_student_resumes_bit_identical(tiny_teacher_st, tiny_student
     for s in summary:
         s.pop("seconds")
     assert summary[0] == summary[1] and summary[1]["vocabulary"]["added"] > 0
+
+
+def test_a_matrix_padded_past_the_vocabulary_keeps_its_size(tiny_student):
+    """Models often pad the embedding matrix past the tokenizer (e5-small: 250,037 rows for
+    250,002 tokens): new tokens take the ids from len(tokenizer) on, and the matrix only grows."""
+    student = Student.create(str(tiny_student), 16)
+    encoder, n_old = student.transformer.auto_model, len(student.tokenizer)
+    encoder.resize_token_embeddings(n_old + 5, mean_resizing=False)
+    before = encoder.get_input_embeddings().weight.detach().clone()
+    report = extend_vocabulary(student, list(zip(EN, DZ)), 2)
+    weight = encoder.get_input_embeddings().weight
+    assert report.added == 2 and weight.shape[0] == n_old + 5
+    assert torch.equal(weight[:n_old], before[:n_old]) and torch.equal(weight[n_old + 2:], before[n_old + 2:])
+    assert not torch.equal(weight[n_old:n_old + 2], before[n_old:n_old + 2])
+    assert student.tokenizer.convert_tokens_to_ids(student.tokenizer.convert_ids_to_tokens(n_old + 1)) == n_old + 1

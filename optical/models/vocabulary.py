@@ -179,17 +179,19 @@ def extend_vocabulary(student, pairs: list[tuple[str, str]], max_new: int | str 
     if not candidates:
         return None
     encoder = student.transformer.auto_model
-    n_old = len(tokenizer)
-    tokenizer.add_tokens([u for u, _ in candidates[:int(max_new)]])
-    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    n_old = len(tokenizer)  # new tokens get the ids from here on
+    added = tokenizer.add_tokens([u for u, _ in candidates[:int(max_new)]])
+    # a matrix padded past the vocabulary (rows no id reaches) keeps its size if it has room
+    rows = encoder.get_input_embeddings().weight.shape[0]
+    encoder.resize_token_embeddings(max(rows, n_old + added), mean_resizing=False)
     weight = encoder.get_input_embeddings().weight
     target_ids = tokenizer(others, add_special_tokens=False, verbose=False)["input_ids"]
     english_ids = tokenizer([p[0] for p in pairs], add_special_tokens=False, verbose=False)["input_ids"]
-    new_rows, misfit = fit_new_embeddings(weight, n_old, target_ids, english_ids, ridge)
+    new_rows, misfit = fit_new_embeddings(weight[:n_old + added], n_old, target_ids, english_ids, ridge)
     with torch.no_grad():
-        weight[n_old:] = new_rows.to(weight.device)
+        weight[n_old:n_old + added] = new_rows.to(weight.device)
     after = unknown_token_share(tokenizer, others, student.prefix)
-    return VocabularyReport(len(tokenizer) - n_old, len(candidates), before, after, misfit)
+    return VocabularyReport(added, len(candidates), before, after, misfit)
 
 
 def added_tokens_identity(student, added: int) -> str:
