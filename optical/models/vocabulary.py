@@ -155,12 +155,14 @@ def fit_new_embeddings(embeddings: torch.Tensor, n_old: int, target_ids: list[li
 
 
 def extend_vocabulary(student, pairs: list[tuple[str, str]], max_new: int | str = "auto",
-                      ridge: float = EMBEDDING_RIDGE) -> VocabularyReport | None:
+                      ridge: float = EMBEDDING_RIDGE, unknown_share: float | None = None) -> VocabularyReport | None:
     """Give `student` tokens for the target-side units its tokenizer reads as `<unk>`.
 
     `pairs`: (english, other) sentences. `max_new`: "auto" (up to AUTO_MAX_NEW_TOKENS, only
     when more than AUTO_UNKNOWN_SHARE of the target tokens are unknown), 0 (never) or a
     number (up to that many whenever any unit is unknown). None when nothing was added.
+    `unknown_share`: the target side's `unknown_token_share`, where the caller has measured it
+    already (saves a tokenisation pass over the bitext).
 
     >>> report = extend_vocabulary(student, pairs)   # doctest: +SKIP
     >>> report.unknown_before, report.unknown_after  # dz help, e5-small    # doctest: +SKIP
@@ -170,7 +172,7 @@ def extend_vocabulary(student, pairs: list[tuple[str, str]], max_new: int | str 
         return None
     tokenizer = student.tokenizer
     others = [p[1] for p in pairs]
-    before = unknown_token_share(tokenizer, others, student.prefix)
+    before = unknown_share if unknown_share is not None else unknown_token_share(tokenizer, others, student.prefix)
     if max_new == "auto":
         if before <= AUTO_UNKNOWN_SHARE:
             return None

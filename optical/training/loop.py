@@ -263,12 +263,16 @@ class Distiller:
                 raise OpticalError(f"{self.checkpoint}: the checkpoint holds non-finite weights "
                                    f"({bad}); remove it or choose a new --out")
             self.say(f"resuming from {self.checkpoint}")
+            target_counts = self.target_token_counts(student)
         else:
             student = Student.create(recipe.student.model, self.teacher.dim, recipe.student.max_length,
                                      recipe.student.prefix, self.cache_dir, normalize=recipe.student.normalize,
                                      layers=recipe.student.layers)
-            self.vocabulary = extend_vocabulary(student, self.train_pairs, recipe.student.new_tokens)
+            target_counts = self.target_token_counts(student)
+            self.vocabulary = extend_vocabulary(student, self.train_pairs, recipe.student.new_tokens,
+                                                unknown_share=target_counts[1])
             if self.vocabulary is not None:
+                target_counts = self.target_token_counts(student)  # the new tokens change both numbers
                 v = self.vocabulary
                 self.say(f"vocabulary: {v.added} new tokens for {recipe.lang} units the tokenizer read as "
                          f"{student.tokenizer.unk_token}; unknown tokens {100 * v.unknown_before:.1f} % → "
@@ -287,8 +291,7 @@ class Distiller:
             self.say(f"word embeddings frozen ({frozen / 1e6:.1f}M parameters)")
         self.student = student
         teacher, pairs = self.teacher, self.train_pairs
-        student_cut, self.unknown_share = token_counts(student.tokenizer, [p[1] for p in pairs],
-                                                        student.max_length, student.prefix)
+        student_cut, self.unknown_share = target_counts
         self.truncated = {
             "teacher_en": count_truncated(teacher.tokenizer, [p[0] for p in pairs], teacher.max_length),
             "student_other": student_cut,
@@ -303,6 +306,11 @@ class Distiller:
             self.say(f"truncated to max_length: {self.truncated['teacher_en']} English sentences (teacher, "
                      f"{teacher.max_length} tokens), {self.truncated['student_other']} {recipe.lang} sentences "
                      f"(student, {student.max_length} tokens) of {len(pairs)}")
+
+    def target_token_counts(self, student) -> tuple[int, float]:
+        """(training sentences the student cuts at max_length, share of unknown tokens) of the
+        target side: one tokenisation pass, shared by the vocabulary extension and the report."""
+        return token_counts(student.tokenizer, [p[1] for p in self.train_pairs], student.max_length, student.prefix)
 
     def setup_teacher_states(self) -> None:
         """Teacher states of every English sentence, computed once and cached on disk; the
