@@ -49,7 +49,7 @@ from optical.eval.compare import paired_t_test, permutation_test
 GRID_KEYS = ("name", "recipe", "data", "languages", "seeds", "budgets", "baseline", "metric", "variants", "out",
              "set", "keep_students")
 VARIANT_KEYS = ("set", "eval", "eval_of")
-EVAL_OPTIONS = ("passages", "max_length", "query_encoder")  # evaluate() keyword arguments a variant may set
+EVAL_OPTIONS = ("passages", "max_length", "query_encoder", "doc_encoder")  # evaluate() keyword arguments a variant may set
 REFERENCES = {"upper": "upper bound (teacher, English pages)", "lower": "lower bound (teacher, target pages)",
               "zero_shot": "zero-shot student, both sides"}
 
@@ -233,7 +233,8 @@ def run_dir(grid: Grid, cell: Cell) -> Path:
 
 def eval_dir(grid: Grid, cell: Cell) -> Path:
     options = cell.variant.eval_options
-    suffix = "".join(f"-{k}={v}" for k, v in sorted(options.items())).replace(":", "_").replace("/", "_")
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+    suffix = suffix.replace(":", "_").replace("/", "_").replace("*", "x")  # student+0.3*teacher: no glob character
     return run_dir(grid, cell) / f"eval-clir{suffix}"
 
 
@@ -296,8 +297,9 @@ def run_cells(grid: Grid, group: list[Cell], show_progress: bool = False) -> Non
         distill(recipe, show_progress=show_progress)
         missing = list(group)
     for cell in missing:
-        options = {"query_encoder": "teacher", **cell.variant.eval_options}  # OPTICAL's setting by default
-        evaluate("beir", path=data_dir(grid, cell.lang) / "clir", student=folder, doc_encoder="student",
+        # OPTICAL's setting by default: English queries through the teacher, documents through the student
+        options = {"query_encoder": "teacher", "doc_encoder": "student", **cell.variant.eval_options}
+        evaluate("beir", path=data_dir(grid, cell.lang) / "clir", student=folder,
                  metrics=[grid.metric], out=eval_dir(grid, cell), **options)
     if not grid.keep_students:
         for name in ("student", "checkpoints"):

@@ -7,7 +7,8 @@ whenever its weights change (the embedding cache key).
 Encoder specs (``--query-encoder`` / ``--doc-encoder``): ``student`` (the run's student),
 ``teacher`` (the run's teacher, from ``recipe.yaml``, or ``--teacher``), or any model
 spec that :func:`optical.models.sources.resolve_model` accepts (a sentence-transformers
-folder, a hub id, ``packaged:NAME``), so baselines go through the same code.
+folder, a hub id, ``packaged:NAME``), so baselines go through the same code; or a weighted
+sum of those, ``student+0.3*teacher`` (:mod:`optical.eval.mixture`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from optical.errors import OpticalError
+from optical.eval.mixture import MixtureEncoder, parse_mixture
 from optical.files import atomic_file, cache_key
 from optical.models.sources import folder_identity, resolve_model
 from optical.recipe import TeacherConfig
@@ -199,6 +201,9 @@ class EncoderFactory:
         return self.teacher is not None
 
     def _load(self, spec: str):
+        mixture = parse_mixture(spec)
+        if mixture is not None:  # its terms are loaded once each, and shared with plain uses
+            return MixtureEncoder(mixture, [(w, self.get(name, "document")) for w, name in mixture.terms])
         if spec == "student":
             if self.run.student is None:
                 raise OpticalError("encoder 'student' needs --student RUN_DIR or MODEL_FOLDER")

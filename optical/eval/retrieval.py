@@ -22,6 +22,7 @@ from optical.data.tasks import RetrievalTask, load_task
 from optical.errors import OpticalError, writing
 from optical.eval.encoders import EncoderFactory, embedding_key, encode_cached, encode_texts
 from optical.eval.index import build_index, load_index, parse_index_spec, save_index, search
+from optical.eval.mixture import parse_mixture
 from optical.eval.metrics import compute, parse_metrics, search_depth, write_trec_run
 from optical.eval.passages import parse_max_length, parse_passages, split_corpus, with_max_length
 from optical.eval.perturb import parse_perturbation
@@ -159,11 +160,16 @@ def evaluate(task: str = "beir", *, path: str | Path | None = None, lang: str | 
     # the models are checked before any download: a wrong --student fails in a second, not an hour
     encoders = EncoderFactory(student, teacher)
     for role, spec in (("--query-encoder", query_encoder), ("--doc-encoder", doc_encoder)):
-        if spec == "teacher" and not encoders.has_teacher():
-            raise OpticalError(f"{role} teacher needs --student RUN_DIR with a recipe.yaml teacher section, "
-                               f"or --teacher MODEL")
-        if spec == "student" and encoders.run.student is None:
-            raise OpticalError(f"{role} student needs --student RUN_DIR or MODEL_FOLDER")
+        mixture = parse_mixture(spec)
+        if mixture is not None and role == "--doc-encoder" and (passage_spec or max_length):
+            raise OpticalError(f"--passages and --doc-max-length need one document encoder, not the mixture {spec!r}")
+        for name in ([n for _, n in mixture.terms] if mixture else [spec]):
+            what = f"{spec}: {name}" if mixture else spec
+            if name == "teacher" and not encoders.has_teacher():
+                raise OpticalError(f"{role} {what} needs --student RUN_DIR with a recipe.yaml teacher section, "
+                                   f"or --teacher MODEL")
+            if name == "student" and encoders.run.student is None:
+                raise OpticalError(f"{role} {what} needs --student RUN_DIR or MODEL_FOLDER")
     if tasks is None:
         tasks = load_task(task, path=path, lang=lang, split=split, max_corpus=max_corpus, seed=seed,
                           queries_lang=queries_lang)
