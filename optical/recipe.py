@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from optical.errors import OpticalError, where
+from optical.eval.mixture import parse_mixture
 
 TEACHER_DEFAULTS = {
     "clip": "openai/clip-vit-base-patch32",
@@ -524,6 +525,11 @@ def _check_consistency(recipe: Recipe, ctx: _Context) -> None:
         raise ctx.error("student.dropout", f"student.dropout: must be in [0, 1) or null, got {recipe.student.dropout}")
     if isinstance(recipe.student.new_tokens, int) and recipe.student.new_tokens < 0:
         raise ctx.error("student.new_tokens", f"student.new_tokens: must be auto or >= 0, got {recipe.student.new_tokens}")
+    for key in ("query_encoder", "doc_encoder"):  # a mixture's mistake shows at load, not after training
+        try:
+            parse_mixture(getattr(recipe.eval, key))
+        except OpticalError as err:
+            raise ctx.error(f"eval.{key}", f"eval.{key}: {err}") from None
     if recipe.warm_start.refit_layers == ():
         raise ctx.error("warm_start.refit_layers", "warm_start.refit_layers: name at least one layer, or last / all")
     for key, value in (("student.max_length", recipe.student.max_length),

@@ -133,3 +133,16 @@ def test_a_mixture_naming_a_missing_teacher_is_one_error_line(beir_folder, run_d
     result = runner.invoke(app, ["eval", "--path", str(beir_folder), "--student", str(run_dir / "student"),
                                  "--doc-encoder", "student+0.3*teacher"])
     assert result.exit_code == 2 and "--doc-encoder student+0.3*teacher: teacher needs" in result.stderr
+
+
+def test_a_recipe_with_a_bad_mixture_names_file_line_and_key(tmp_path):
+    from optical.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("lang: vi\neval:\n  task: beir\n  doc_encoder: student+0*teacher\n")
+    with pytest.raises(OpticalError) as err:
+        load_recipe(path)
+    message = one_line(err.value)
+    assert f"{path}:4" in message and "eval.doc_encoder" in message and "positive number" in message
+    path.write_text("lang: vi\neval:\n  doc_encoder: student+0.3*teacher\n")
+    assert load_recipe(path).eval.doc_encoder == "student+0.3*teacher"
