@@ -45,6 +45,7 @@ import yaml
 
 from optical.errors import OpticalError, where
 from optical.eval.compare import paired_t_test, permutation_test
+from optical.eval.mixture import parse_mixture
 
 GRID_KEYS = ("name", "recipe", "data", "languages", "seeds", "budgets", "baseline", "metric", "variants", "out",
              "set", "keep_students")
@@ -171,6 +172,12 @@ def grid_from_dict(data: dict, path: str = "<grid>") -> Grid:
         if bad:
             raise OpticalError(f"{where(path, None, f'{key}.eval.{bad[0]}')}: unknown evaluation option "
                                f"(known: {', '.join(EVAL_OPTIONS)})")
+        for option in ("query_encoder", "doc_encoder"):  # a bad mixture fails now, not after the training
+            if option in options:
+                try:
+                    parse_mixture(str(options[option]))
+                except OpticalError as err:
+                    raise OpticalError(f"{where(path, None, f'{key}.eval.{option}')}: {err}") from None
         eval_of = spec.get("eval_of")
         if eval_of is not None and (not isinstance(eval_of, str) or eval_of not in raw_variants or
                                     not isinstance(raw_variants[eval_of] or {}, dict) or (raw_variants[eval_of] or {}).get("eval_of")):

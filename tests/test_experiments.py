@@ -195,6 +195,24 @@ def test_pruned_run_retrained_for_a_new_evaluation_keeps_every_evaluation(tmp_pa
     assert (folder / "eval-clir-query_encoder=student" / "per_query.json").is_file()
 
 
+def test_a_variant_may_search_with_an_encoder_mixture(tmp_path, tiny_teacher_st, tiny_student, monkeypatch):
+    """eval: {doc_encoder: student+0.5*teacher}: evaluated on the same run, in its own folder
+    (no glob character in the name); a bad mixture fails before any training."""
+    monkeypatch.chdir(tmp_path)
+    _toy_grid(tmp_path, tiny_teacher_st, tiny_student,
+              variants={"ws": {"set": {"train.steps": 0}},
+                        "ws-mix": {"eval_of": "ws", "eval": {"doc_encoder": "student+0.5*teacher"}}})
+    result = runner.invoke(app, ["grid", "grid.yaml"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs/toy/vi/pinned/ws/seed-1"
+    mixed = json.loads((folder / "eval-clir-doc_encoder=student+0.5xteacher" / "metrics.json").read_text())
+    assert mixed["settings"]["doc_encoder"] == "student+0.5*teacher"
+    assert mixed["settings"]["query_encoder"] == "teacher"
+    assert json.loads((folder / "eval-clir" / "metrics.json").read_text())["settings"]["doc_encoder"] == "student"
+    with pytest.raises(OpticalError, match=r"variants.ws-mix.eval.doc_encoder: encoder mixture .* positive number"):
+        grid_from_dict(minimal(variants={"a": {}, "ws-mix": {"eval_of": "a", "eval": {"doc_encoder": "student+0*teacher"}}}))
+
+
 def test_grid_cli_bad_file_is_one_line(tmp_path):
     (tmp_path / "g.yaml").write_text("recipe: r.yaml\nlanguages: [vi]\nseeds: [1]\nbaseline: x\nvariants: {y: {}}\n")
     result = runner.invoke(app, ["grid", str(tmp_path / "g.yaml")])
