@@ -1,10 +1,11 @@
 """Training-step benchmark: where the time of one distillation step goes, and its memory.
 
-Set-up of `recipes/vi/quickstart.yaml`: teacher `packaged:all-minilm-l6-v2` (max length 64),
+Fixed set-up (`recipes/vi/quickstart.yaml` when this was written): teacher `packaged:all-minilm-l6-v2` (max length 64),
 student `packaged:multilingual-e5-small` (prefix "query: ", max length 64), batch 32, real
 English–Vietnamese pairs (data/vi/train.tsv, LibreOffice help; tests/fixtures/bitext_vi.tsv
 repeated when that file is absent), AdamW (lr 2e-5, head 1e-4, weight decay 0.01),
-gradient clipping at 1.0, ot defaults (ε 0.05, tol 1e-4, max_iter 100, envelope gradient).
+gradient clipping at 1.0, OPTICAL's OT setting (ε 0.05, uniform masses, tol 1e-4, max_iter 100,
+envelope gradient).
 The step is the one `optical distill` runs: an `optical.training.loop.Distiller` set up from
 a recipe (its models, objective, optimizer groups and accelerate wrapper), whose `forward`
 and `optimizer_step` are called here and timed phase by phase:

@@ -138,7 +138,7 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, help="Write metrics.json, report.md, per_query.json, run.*.trec here."),
     max_corpus: Optional[int] = typer.Option(None, help="Sub-sample the corpus (judged docs always kept)."),
     queries_lang: str = typer.Option("target", help="mmarco queries: target or en."),
-    index: Optional[str] = typer.Option(None, help="flat (default), ivf:nlist=N,nprobe=N or hnsw:M=N,efSearch=N."),
+    index: Optional[str] = typer.Option(None, help="flat (default), ivf:nlist=N,nprobe=N, hnsw:M=N,efSearch=N or faiss:FACTORY[;PARAMS]."),
     perturb: List[str] = typer.Option([], help="strip-diacritics, lowercase or typos:RATE; repeatable."),
     perturb_side: str = typer.Option("queries", help="queries, docs or both."),
     passages: Optional[str] = typer.Option(None, metavar="WINDOW:STRIDE:AGG",
