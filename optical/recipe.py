@@ -420,6 +420,9 @@ def _build_loss_terms(value: Any, key: str, ctx: _Context) -> tuple[LossTerm, ..
         problem = check_loss_params(name, params)
         if problem:
             raise ctx.error(item_key, f"{item_key}: {problem}")
+        if "english" in params and not isinstance(params["english"], bool):
+            raise ctx.error(f"{item_key}.english", f"{item_key}.english: expected true or false, "
+                                                   f"got {params['english']!r}")
         if params.get("target") == "image":  # distill reads bitext only: no image embeddings to align to
             raise ctx.error(f"{item_key}.target", f"{item_key}.target: 'image' needs image embeddings, which "
                                                   f"optical distill does not read; use 'text'")

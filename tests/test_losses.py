@@ -63,6 +63,45 @@ def test_token_ot_decreases_when_student_copies_teacher():
     assert float(near) < float(far)
 
 
+def test_token_ot_english_adds_the_english_side_transport():
+    """english=True: the target-side plan cost plus the same cost for the student's English tokens
+    (their own mask and masses); english=False ignores them; the gradient reaches both sides."""
+    batch = make_batch()
+    g = torch.Generator().manual_seed(5)
+    batch.student_tokens_en = torch.randn(3, 7, 8, generator=g, requires_grad=True)
+    batch.student_mask_en = torch.ones(3, 7, dtype=torch.bool)
+    batch.student_mask_en[2, 5:] = False
+    batch.student_masses_en = torch.rand(3, 7, generator=g) * batch.student_mask_en
+    batch.student_masses_en = batch.student_masses_en / batch.student_masses_en.sum(-1, keepdim=True)
+    loss = TokenOTLoss(epsilon=0.1)
+    target_only = TokenOTLoss(epsilon=0.1, english=False)(batch).detach()
+    english_only = DistillBatch(
+        teacher_tokens=batch.teacher_tokens, teacher_mask=batch.teacher_mask, teacher_sentence=batch.teacher_sentence,
+        student_tokens=batch.student_tokens_en, student_mask=batch.student_mask_en,
+        student_sentence=batch.student_sentence, student_masses=batch.student_masses_en)
+    both = TokenOTLoss(epsilon=0.1, english=True)(batch)
+    assert float(loss(batch).detach()) == pytest.approx(float(target_only))
+    assert float(both.detach()) == pytest.approx(float(target_only) + float(loss(english_only).detach()), rel=1e-6)
+    both.backward()
+    assert batch.student_tokens.grad[batch.student_mask].abs().sum() > 0
+    assert batch.student_tokens_en.grad[batch.student_mask_en].abs().sum() > 0
+    assert batch.student_tokens_en.grad[~batch.student_mask_en].abs().sum() == 0
+
+
+def test_token_ot_english_must_be_a_boolean():
+    with pytest.raises(ValueError, match="english must be true or false"):
+        TokenOTLoss(english="yes")
+
+
+def test_objective_asks_for_english_tokens_only_for_token_ot_english():
+    ot_config = OTConfig()
+    plain = build_objective([LossTerm("token_ot", 1.0), LossTerm("mse", 1.0)], ot_config)
+    english = build_objective([LossTerm("token_ot", 1.0, {"english": True}), LossTerm("mse", 1.0, {"english": False})],
+                              ot_config)
+    assert plain.needs_english_student and not plain.needs_english_tokens
+    assert english.needs_english_student and english.needs_english_tokens
+
+
 def test_mse_uses_english_side_when_asked():
     batch = make_batch()
     both = SentenceMSELoss(english=True)(batch)

@@ -40,6 +40,7 @@ def test_round_trip_through_yaml(tmp_path):
     ("ot:\n  masses: tfidf\n", "r.yaml:2: ot.masses: expected one of 'uniform', 'idf', got 'tfidf'"),
     ("loss:\n  - name: token_ott\n", "r.yaml:2: loss.0.name: unknown loss 'token_ott'"),
     ("loss:\n  - name: mse\n    englsh: true\n", "r.yaml:2: loss.0: unknown parameter 'englsh' for loss 'mse'"),
+    ("loss:\n  - name: token_ot\n    english: 'yes'\n", "r.yaml:3: loss.0.english: expected true or false, got 'yes'"),
     ("train: [\n", "r.yaml:2: invalid YAML"),
     ("ot:\n  epsilon: 0\n", "r.yaml:2: ot.epsilon: must be > 0"),
     ("train:\n  head_lr: -1e-4\n", "r.yaml:2: train.head_lr: must be > 0 or null"),

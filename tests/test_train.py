@@ -105,6 +105,30 @@ def test_triton_solver_on_a_cpu_says_it_falls_back_and_trains(tiny_teacher_st, t
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
 
 
+def test_token_ot_english_transports_the_english_side_with_its_own_idf(tiny_teacher_st, tiny_student, bitext_tsv,
+                                                                          tmp_path, monkeypatch):
+    """`english: true` on token_ot: each step solves a second plan for the student's English tokens,
+    with IDF masses from the English side's own frequencies."""
+    from optical.losses import TokenOTLoss
+
+    calls = []
+    transport = TokenOTLoss.transport
+
+    def spy(self, teacher, student, a, b):
+        calls.append((student.shape[0], bool(torch.all(b.sum(-1).sub(1).abs() < 1e-5))))
+        return transport(self, teacher, student, a, b)
+
+    monkeypatch.setattr(TokenOTLoss, "transport", spy)
+    recipe = recipe_from_dict({"teacher": {"model": str(tiny_teacher_st)}, "student": {"model": str(tiny_student)},
+                               "bitext": {"path": str(bitext_tsv), "heldout": 0}, "output_dir": str(tmp_path / "en"),
+                               "warm_start": {"method": "none"}, "ot": {"masses": "idf"},
+                               "loss": [{"name": "token_ot", "english": True}, {"name": "mse", "weight": 10}]},
+                              ["train.steps=3", "train.batch_size=4", "train.warmup_ratio=0"])
+    result = distill(recipe, show_progress=False)
+    assert len(calls) == 6 and all(size == 4 and masses_sum_to_one for size, masses_sum_to_one in calls)
+    assert json.loads((result.student_dir.parent / "metrics.json").read_text())["steps"] == 3
+
+
 class Killed(BaseException):
     """Stands in for SIGKILL (the CLI runner turns KeyboardInterrupt into an exit code)."""
 

@@ -62,7 +62,11 @@ class DistillationObjective(nn.Module):
 
     @property
     def needs_english_student(self) -> bool:
-        return any(isinstance(m, SentenceMSELoss) and m.english for m in self.losses)
+        return any(isinstance(m, (SentenceMSELoss, TokenOTLoss)) and m.english for m in self.losses)
+
+    @property
+    def needs_english_tokens(self) -> bool:
+        return any(isinstance(m, TokenOTLoss) and m.english for m in self.losses)
 
 
 def build_objective(loss_terms, ot_config) -> DistillationObjective:

@@ -21,6 +21,12 @@ class TokenOTLoss(nn.Module):
     gradient reaches the student through C only (cheap, memory-flat, the usual choice);
     `"unrolled"`: autograd runs through every Sinkhorn iteration.
 
+    `english=True` adds the same term between the teacher's tokens and the student's tokens of
+    the *English* side (`student_tokens_en`), as `mse`'s `english` does for the sentence: the
+    target-language term alone moves the encoder without a pull that keeps its English where the
+    teacher has it, and English in the target-language documents (untranslated titles, product
+    names) is what the student then matches worse (docs/results.md, "Where OT costs").
+
     Reference: Huang et al., "Improving Cross-lingual Information Retrieval on
     Low-Resource Languages via Optimal Transport Distillation" (OPTICAL), WSDM 2023.
 
@@ -42,8 +48,12 @@ class TokenOTLoss(nn.Module):
     """
 
     def __init__(self, epsilon: float = 0.05, rho: float | None = None, max_iter: int = 100,
-                 tol: float = 1e-4, cost: str = "cosine", gradient: str = "envelope", solver: str = "torch"):
+                 tol: float = 1e-4, cost: str = "cosine", gradient: str = "envelope", solver: str = "torch",
+                 english: bool = False):
         super().__init__()
+        if not isinstance(english, bool):
+            raise ValueError(f"english must be true or false, got {english!r}")
+        self.english = english
         if gradient not in ("envelope", "unrolled"):
             raise ValueError(f"gradient must be 'envelope' or 'unrolled', got {gradient!r}")
         self.epsilon, self.rho, self.max_iter, self.tol = epsilon, rho, max_iter, tol
@@ -53,18 +63,24 @@ class TokenOTLoss(nn.Module):
         self.last_iterations = 0
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
-        teacher = batch.teacher_tokens.float()
-        student = batch.student_tokens.float()
         a = batch.teacher_masses if batch.teacher_masses is not None else uniform_masses(batch.teacher_mask)
         b = batch.student_masses if batch.student_masses is not None else uniform_masses(batch.student_mask)
+        loss = self.transport(batch.teacher_tokens, batch.student_tokens, a, b)
+        if self.english and batch.student_tokens_en is not None:
+            b_en = (batch.student_masses_en if batch.student_masses_en is not None
+                    else uniform_masses(batch.student_mask_en))
+            loss = loss + self.transport(batch.teacher_tokens, batch.student_tokens_en, a, b_en)
+        return loss
+
+    def transport(self, teacher: torch.Tensor, student: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Batch mean of ⟨T, C⟩ for teacher [B, n, D] and student [B, m, D] tokens with masses a [B, n], b [B, m]."""
+        teacher, student = teacher.float(), student.float()
         cost = cost_matrix(teacher, student, self.cost)
         if self.gradient == "envelope":
             with torch.no_grad():
                 result = sinkhorn(cost.detach(), a, b, self.epsilon, self.rho, self.max_iter, self.tol,
                                   solver=self.solver)
-            plan = result.plan
         else:
             result = sinkhorn(cost, a, b, self.epsilon, self.rho, self.max_iter, self.tol)
-            plan = result.plan
         self.last_iterations = result.iterations
-        return (plan * cost).sum(dim=(1, 2)).mean()
+        return (result.plan * cost).sum(dim=(1, 2)).mean()

@@ -395,7 +395,7 @@ class Distiller:
         self.teacher_special = set(teacher.tokenizer.all_special_ids)
         self.student_special = set(student.tokenizer.all_special_ids)
         self.prefix_length = student.prefix_length()
-        self.teacher_idf = self.student_idf = None
+        self.teacher_idf = self.student_idf = self.student_idf_en = None
         if recipe.ot.masses == "idf":
             store, n = self.store, len(self.train_pairs)
             df, n_sent = document_frequencies(
@@ -404,6 +404,10 @@ class Distiller:
             df, n_sent = document_frequencies(
                 student.tokenizer([p[1] for p in self.train_pairs], verbose=False)["input_ids"])
             self.student_idf = idf_table(df, n_sent, len(student.tokenizer))
+            if self.objective.needs_english_tokens:  # the English side's own frequencies, through the student's tokenizer
+                df, n_sent = document_frequencies(
+                    student.tokenizer([p[0] for p in self.train_pairs], verbose=False)["input_ids"])
+                self.student_idf_en = idf_table(df, n_sent, len(student.tokenizer))
 
     def setup_optimizer(self) -> None:
         """AdamW (the head without weight decay, at its own rate), warmup + linear decay, and
@@ -522,15 +526,23 @@ class Distiller:
         s_tokens, s_sentence = self.model(features)
         s_mask = ot_mask(features["input_ids"], features["attention_mask"], self.student_special, drop,
                          self.prefix_length)
-        s_sentence_en = None
+        s_sentence_en = s_tokens_en = s_mask_en = s_masses_en = None
         if self.objective.needs_english_student:
             en_features = {k: v.to(self.device)
                            for k, v in self.student.tokenize([self.train_pairs[i][0] for i in indices]).items()}
-            s_sentence_en = self.model(en_features)[1]
+            s_tokens_en, s_sentence_en = self.model(en_features)
+            if self.objective.needs_english_tokens:  # token_ot's `english`: the English side transported too
+                s_mask_en = ot_mask(en_features["input_ids"], en_features["attention_mask"], self.student_special,
+                                    drop, self.prefix_length)
+                if self.student_idf_en is not None:
+                    s_masses_en = idf_masses(en_features["input_ids"], s_mask_en, self.student_idf_en)
+            else:
+                s_tokens_en = None
         return DistillBatch(
             teacher_tokens=t.token_states, teacher_mask=t_mask, teacher_sentence=t.sentence,
             student_tokens=s_tokens, student_mask=s_mask, student_sentence=s_sentence,
-            student_sentence_en=s_sentence_en,
+            student_sentence_en=s_sentence_en, student_tokens_en=s_tokens_en, student_mask_en=s_mask_en,
+            student_masses_en=s_masses_en,
             teacher_masses=idf_masses(t.input_ids, t_mask, self.teacher_idf) if self.teacher_idf is not None else None,
             student_masses=(idf_masses(features["input_ids"], s_mask, self.student_idf)
                             if self.student_idf is not None else None),
