@@ -401,13 +401,14 @@ class Distiller:
             df, n_sent = document_frequencies(
                 store.input_ids[store.offsets[i]:store.offsets[i + 1]].tolist() for i in range(n))
             self.teacher_idf = idf_table(df, n_sent, len(teacher.tokenizer))
-            df, n_sent = document_frequencies(
-                student.tokenizer([p[1] for p in self.train_pairs], verbose=False)["input_ids"])
-            self.student_idf = idf_table(df, n_sent, len(student.tokenizer))
+
+            def student_idf(texts: list[str]):
+                df, n_sent = document_frequencies(student.tokenizer(texts, verbose=False)["input_ids"])
+                return idf_table(df, n_sent, len(student.tokenizer))
+
+            self.student_idf = student_idf([p[1] for p in self.train_pairs])
             if self.objective.needs_english_tokens:  # the English side's own frequencies, through the student's tokenizer
-                df, n_sent = document_frequencies(
-                    student.tokenizer([p[0] for p in self.train_pairs], verbose=False)["input_ids"])
-                self.student_idf_en = idf_table(df, n_sent, len(student.tokenizer))
+                self.student_idf_en = student_idf([p[0] for p in self.train_pairs])
 
     def setup_optimizer(self) -> None:
         """AdamW (the head without weight decay, at its own rate), warmup + linear decay, and
@@ -530,14 +531,13 @@ class Distiller:
         if self.objective.needs_english_student:
             en_features = {k: v.to(self.device)
                            for k, v in self.student.tokenize([self.train_pairs[i][0] for i in indices]).items()}
-            s_tokens_en, s_sentence_en = self.model(en_features)
+            en_tokens, s_sentence_en = self.model(en_features)
             if self.objective.needs_english_tokens:  # token_ot's `english`: the English side transported too
+                s_tokens_en = en_tokens
                 s_mask_en = ot_mask(en_features["input_ids"], en_features["attention_mask"], self.student_special,
                                     drop, self.prefix_length)
                 if self.student_idf_en is not None:
                     s_masses_en = idf_masses(en_features["input_ids"], s_mask_en, self.student_idf_en)
-            else:
-                s_tokens_en = None
         return DistillBatch(
             teacher_tokens=t.token_states, teacher_mask=t_mask, teacher_sentence=t.sentence,
             student_tokens=s_tokens, student_mask=s_mask, student_sentence=s_sentence,
